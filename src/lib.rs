@@ -1,0 +1,24 @@
+//! valencefs: an encrypted, deduplicating, erasure-coded filesystem over directory-backed disks.
+//!
+//! Layers (arrows point down only):
+//!
+//! ```text
+//! cli ──┐   mount helper (argv/-o translation only)
+//!       ├─> volume   (composition root: config + key + disks → Fs)
+//! fuse ─┘   (the only module that imports fuser; maps Error → errno via Error::errno)
+//!       └─> fs       (POSIX semantics, returns Result; testable without mounting)
+//!             ├─> fs::cache (write-back dirty extents + clean-chunk LRU)
+//!             ├─> meta      (the only module that imports redb)
+//!             └─> store     (chunk → seal → shards → disks)
+//!                   ├─> chunker, crypto, erasure (pure, no I/O)
+//!                   └─> format (on-disk structures, versioned)
+//! ```
+//!
+//! The on-disk format is specified in `docs/FORMAT.md`.
+
+pub mod error;
+pub mod fs;
+pub mod meta;
+pub mod store;
+
+pub use error::{Error, Result};
