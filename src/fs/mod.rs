@@ -1,0 +1,1 @@
+//! The protocol-neutral filesystem core (placeholder).
