@@ -41,7 +41,7 @@ pub struct Fs {
 #[allow(unused_variables)]
 impl Fs {
     /// Opens (creating on first use) the metadata database in `state_dir` over the given chunk store.
-    pub fn open(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
+    pub fn start(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
         Err(Error::NotSupported)
     }
     /// Flushes all dirty data, commits durably and stops background threads. Called at unmount.
