@@ -44,12 +44,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A file's bytes and xattrs.
+type ModelFile = (Vec<u8>, BTreeMap<String, Vec<u8>>);
+
 /// The reference: files are numbered; names map to them (hard links share a number).
 #[derive(Default)]
 struct Model {
     dirs: [bool; 3],
     names: BTreeMap<(usize, usize), usize>,
-    files: HashMap<usize, (Vec<u8>, BTreeMap<String, Vec<u8>>)>,
+    files: HashMap<usize, ModelFile>,
     next: usize,
 }
 
