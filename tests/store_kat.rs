@@ -83,7 +83,7 @@ fn sealed_envelope() {
     assert_eq!(env, [&nonce[..], &ct].concat());
     assert_eq!(h(&env), KAT_ENVELOPE_BLAKE3);
     assert_eq!(
-        keys.open_chunk(&VOLUME, &id, &env).unwrap(),
+        keys.open_chunk(&VOLUME, &id, env.clone()).unwrap(),
         (0, PLAIN.to_vec())
     );
 }

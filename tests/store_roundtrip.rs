@@ -46,6 +46,23 @@ fn sizes_round_trip_for_every_preset() {
 }
 
 #[test]
+fn oversized_and_highly_compressible_chunks_round_trip() {
+    let disks = mem_disks(3);
+    let store = Store::create(as_dyn(&disks), &opts("minimal"), PASS).unwrap();
+    for data in [vec![0u8; 8 << 20], vec![7u8; 300_000], mixed(1 << 20, 4)] {
+        assert!(data.len() > store.max_chunk_size());
+        let id = store.chunk_id(&data);
+        let stored = store.put(&id, &data).unwrap();
+        assert_eq!(store.get(&id).unwrap(), data);
+        assert!(stored > 0);
+    }
+    // Compression pays: 300 kB of one byte value stores far less than its size.
+    let data = vec![7u8; 200_000];
+    let id = store.chunk_id(&data);
+    assert!(store.put(&id, &data).unwrap() < 20_000);
+}
+
+#[test]
 fn sixteen_mib_with_default_chunker_round_trips() {
     // 16 MiB (not 100 MiB: the bench covers that) of random data with the production chunker sizes.
     let o = CreateOptions {

@@ -75,10 +75,14 @@ impl Store {
         if plaintext.len() > u32::MAX as usize - 4096 {
             return Err(Error::Invalid("chunk too large".into()));
         }
+        // Keep the compressed form only if it saves ≥ 3 % and the reader's decompression bound covers it.
         let compressed = if compression {
             zstd::bulk::compress(plaintext, ZSTD_LEVEL)
                 .ok()
-                .filter(|c| c.len() as u64 * 100 <= plaintext.len() as u64 * 97)
+                .filter(|c| {
+                    c.len() as u64 * 100 <= plaintext.len() as u64 * 97
+                        && plaintext.len() <= self.decompress_bound(c.len())
+                })
         } else {
             None
         };
@@ -189,16 +193,23 @@ impl Store {
         }
     }
 
+    /// Largest plaintext a compressed body of `len` bytes may expand to. `put` stores the compressed form only
+    /// within this bound (else uncompressed), so every stored chunk decompresses into a bounded buffer, even one
+    /// put directly with more than `max_chunk_size` bytes.
+    fn decompress_bound(&self, len: usize) -> usize {
+        self.max_chunk_size().max(len.saturating_mul(64))
+    }
+
     /// Opens an envelope, decompresses, and checks that the plaintext hashes back to `id`.
     fn open_envelope(
         &self,
         id: &ChunkId,
         volume_id: &[u8; 16],
-        envelope: &[u8],
+        envelope: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let (flags, body) = self.keys.open_chunk(volume_id, &id.0, envelope)?;
         let plain = if flags & INNER_FLAG_ZSTD != 0 {
-            zstd::bulk::decompress(&body, self.max_chunk_size().max(body.len() * 64))
+            zstd::bulk::decompress(&body, self.decompress_bound(body.len()))
                 .map_err(|e| Error::Corrupt(format!("chunk {}: zstd: {e}", id.to_hex())))?
         } else {
             body
@@ -238,7 +249,7 @@ impl Store {
             }
             if env_len <= envelope.len() {
                 envelope.truncate(env_len);
-                if let Ok(plain) = self.open_envelope(id, &volume_id, &envelope) {
+                if let Ok(plain) = self.open_envelope(id, &volume_id, envelope) {
                     let report = ReadReport {
                         fast_path: true,
                         ..ReadReport::default()
@@ -328,7 +339,7 @@ impl Store {
             )));
         }
         envelope.truncate(env_len as usize);
-        let plain = self.open_envelope(id, volume_id, &envelope)?;
+        let plain = self.open_envelope(id, volume_id, envelope)?;
         if !self.read_only {
             report.healed = self.heal(id, env_len, &shards, &report.bad_shards);
         }

@@ -3,8 +3,8 @@
 //! The only module that imports `aes-gcm` and `argon2`. Key material lives in `Zeroizing` buffers and no type here
 //! implements a `Debug` that prints key bytes.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
@@ -215,60 +215,50 @@ impl Keys {
     ) -> Vec<u8> {
         let total = (INNER_HEADER_LEN + body.len() + ENVELOPE_OVERHEAD).div_ceil(ENVELOPE_PAD)
             * ENVELOPE_PAD;
-        let mut inner = Vec::with_capacity(total);
-        inner.extend_from_slice(&[flags, 0, 0, 0]);
-        inner.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        inner.extend_from_slice(body);
-        inner.resize(total - ENVELOPE_OVERHEAD, 0);
         let nonce = self.chunk_nonce(chunk_id);
-        let aad = envelope_aad(volume_id, chunk_id);
-        let ct = self
-            .data
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &inner,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encryption of a bounded buffer cannot fail");
+        // Built in place: one copy of the body, one encryption pass.
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&[flags, 0, 0, 0]);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        out.resize(total - 16, 0);
+        let aad = envelope_aad(volume_id, chunk_id);
+        let tag = self
+            .data
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[12..])
+            .expect("AES-GCM encryption of a bounded buffer cannot fail");
+        out.extend_from_slice(&tag);
         debug_assert_eq!(out.len(), total);
         out
     }
 
-    /// Opens an envelope made by [`Keys::seal_chunk`]; returns (flags, body). Any tampering is `Corrupt`.
+    /// Opens an envelope made by [`Keys::seal_chunk`] in place; returns (flags, body). Any tampering is `Corrupt`.
     pub fn open_chunk(
         &self,
         volume_id: &[u8; 16],
         chunk_id: &[u8; 32],
-        envelope: &[u8],
+        mut envelope: Vec<u8>,
     ) -> Result<(u8, Vec<u8>)> {
         let bad = || Error::Corrupt(format!("chunk {} failed authentication", hex(chunk_id)));
-        if envelope.len() < ENVELOPE_OVERHEAD + INNER_HEADER_LEN {
+        let n = envelope.len();
+        if n < ENVELOPE_OVERHEAD + INNER_HEADER_LEN {
             return Err(bad());
         }
         let aad = envelope_aad(volume_id, chunk_id);
-        let mut inner = self
-            .data
-            .decrypt(
-                Nonce::from_slice(&envelope[..12]),
-                Payload {
-                    msg: &envelope[12..],
-                    aad: &aad,
-                },
-            )
+        let (head, rest) = envelope.split_at_mut(12);
+        let (inner, tag) = rest.split_at_mut(n - ENVELOPE_OVERHEAD);
+        self.data
+            .decrypt_in_place_detached(Nonce::from_slice(head), &aad, inner, Tag::from_slice(tag))
             .map_err(|_| bad())?;
         let flags = inner[0];
         let len = u32::from_le_bytes(inner[4..8].try_into().expect("4")) as usize;
         if INNER_HEADER_LEN + len > inner.len() {
             return Err(bad());
         }
-        inner.truncate(INNER_HEADER_LEN + len);
-        inner.drain(..INNER_HEADER_LEN);
-        Ok((flags, inner))
+        envelope.truncate(12 + INNER_HEADER_LEN + len);
+        envelope.drain(..12 + INNER_HEADER_LEN);
+        Ok((flags, envelope))
     }
 
     /// Seals an arbitrary blob (e.g. a metadata snapshot) under the metadata subkey with a random nonce.
@@ -337,11 +327,14 @@ mod tests {
             let env = k.seal_chunk(&[2; 16], &id, 0, &body);
             assert_eq!(env.len() % ENVELOPE_PAD, 0);
             assert_eq!(env, k.seal_chunk(&[2; 16], &id, 0, &body), "deterministic");
-            assert_eq!(k.open_chunk(&[2; 16], &id, &env).unwrap(), (0, body));
-            assert!(k.open_chunk(&[3; 16], &id, &env).is_err(), "volume bound");
+            assert_eq!(k.open_chunk(&[2; 16], &id, env.clone()).unwrap(), (0, body));
+            assert!(
+                k.open_chunk(&[3; 16], &id, env.clone()).is_err(),
+                "volume bound"
+            );
             let mut bad = env.clone();
             bad[20] ^= 1;
-            assert!(k.open_chunk(&[2; 16], &id, &bad).is_err());
+            assert!(k.open_chunk(&[2; 16], &id, bad).is_err());
         }
     }
 
