@@ -27,23 +27,34 @@ impl Codec {
 
     /// Splits and encodes: returns k+m shards of equal length.
     pub fn encode(&self, envelope: &[u8]) -> Vec<Vec<u8>> {
+        self.encode_with_prefix(envelope, 0)
+    }
+
+    /// Like [`Codec::encode`], but every returned buffer starts with `prefix` zero bytes (room for a shard
+    /// header) followed by the shard: the shard files are built without another copy of the payload.
+    pub fn encode_with_prefix(&self, envelope: &[u8], prefix: usize) -> Vec<Vec<u8>> {
         let len = self.shard_len(envelope.len());
-        let mut shards: Vec<Vec<u8>> = (0..self.k)
+        let mut data: Vec<Vec<u8>> = (0..self.k)
             .map(|i| {
                 let start = (i * len).min(envelope.len());
                 let end = ((i + 1) * len).min(envelope.len());
-                let mut s = Vec::with_capacity(len);
+                let mut s = Vec::with_capacity(prefix + len);
+                s.resize(prefix, 0);
                 s.extend_from_slice(&envelope[start..end]);
-                s.resize(len, 0);
+                s.resize(prefix + len, 0);
                 s
             })
             .collect();
-        let mut parity = vec![vec![0u8; len]; self.m];
-        self.rs
-            .encode_sep(&shards, &mut parity)
-            .expect("shard counts and lengths are consistent");
-        shards.extend(parity);
-        shards
+        let mut parity = vec![vec![0u8; prefix + len]; self.m];
+        {
+            let d: Vec<&[u8]> = data.iter().map(|s| &s[prefix..]).collect();
+            let mut p: Vec<&mut [u8]> = parity.iter_mut().map(|s| &mut s[prefix..]).collect();
+            self.rs
+                .encode_sep(&d, &mut p)
+                .expect("shard counts and lengths are consistent");
+        }
+        data.extend(parity);
+        data
     }
 
     /// Rebuilds every missing shard in place from any k present ones (all present shards must have equal length).
