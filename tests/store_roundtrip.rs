@@ -241,30 +241,48 @@ fn corrupt_truncated_and_unreadable_shards_are_reported_and_healed() {
     let data = random(100_000, 11);
     let id = store.chunk_id(&data);
     store.put(&id, &data).unwrap();
-    // Rot one byte of every shard file on disk 0 and truncate every shard on disk 1.
-    for name in mems[0].list("shards/").unwrap() {
-        mems[0].tamper(&name, |b| b[200] ^= 0x40);
+    // Placement depends on the (random-keyed) id: find the disk of each shard index.
+    let disk_of = |shard: usize| {
+        (0..5)
+            .find(|&d| {
+                mems[d]
+                    .list("shards/")
+                    .unwrap()
+                    .iter()
+                    .any(|n| n.ends_with(&format!(".{shard}")))
+            })
+            .unwrap()
+    };
+    // Rot a byte of data shard 0 and truncate parity shard 3: both must be rebuilt, parity included.
+    let (d0, d3) = (disk_of(0), disk_of(3));
+    for name in mems[d0].list("shards/").unwrap() {
+        mems[d0].tamper(&name, |b| b[200] ^= 0x40);
     }
-    for name in mems[1].list("shards/").unwrap() {
-        mems[1].tamper(&name, |b| b.truncate(b.len() - 7));
+    for name in mems[d3].list("shards/").unwrap() {
+        mems[d3].tamper(&name, |b| b.truncate(b.len() - 7));
     }
     let (bytes, report) = store.get_report(&id).unwrap();
     assert_eq!(bytes, data);
     assert!(!report.fast_path);
-    let mut bad: Vec<usize> = report.bad_shards.iter().map(|b| b.disk).collect();
+    let mut bad: Vec<(usize, usize)> = report
+        .bad_shards
+        .iter()
+        .map(|b| (b.shard, b.disk))
+        .collect();
     bad.sort();
-    assert_eq!(bad, vec![0, 1]);
-    assert_eq!(report.healed.len(), 2);
+    assert_eq!(bad, vec![(0, d0), (3, d3)]);
+    assert_eq!(report.healed, vec![0, 3]);
     // Healed: the next read takes the fast path and finds nothing bad.
     let (bytes, report) = store.get_report(&id).unwrap();
     assert_eq!(bytes, data);
     assert!(report.fast_path && report.bad_shards.is_empty());
-    // An EIO disk is reported as Unreadable and not overwritten.
-    faults[2].set(Faults {
+    // Data shards 1 and 2 unreadable (EIO) and rotten: the read needs the healed shards 0 and 3 plus 4.
+    let (d1, d2) = (disk_of(1), disk_of(2));
+    faults[d1].set(Faults {
         eio_read: true,
         ..Faults::default()
     });
-    faults[3].set(Faults {
+    faults[d2].set(Faults {
         flip_bits: true,
         ..Faults::default()
     });
@@ -273,12 +291,14 @@ fn corrupt_truncated_and_unreadable_shards_are_reported_and_healed() {
     assert!(report
         .bad_shards
         .iter()
-        .any(|b| b.disk == 2 && b.fault == ShardFault::Unreadable));
+        .any(|b| b.disk == d1 && b.fault == ShardFault::Unreadable));
     assert!(report
         .bad_shards
         .iter()
-        .any(|b| b.disk == 3 && b.fault == ShardFault::Corrupt));
-    assert!(store.health()[2].errors > 0);
+        .any(|b| b.disk == d2 && b.fault == ShardFault::Corrupt));
+    // The EIO disk is not written to; the rotten one is rewritten.
+    assert_eq!(report.healed, vec![2]);
+    assert!(store.health()[d1].errors > 0);
 }
 
 #[test]

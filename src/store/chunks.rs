@@ -334,7 +334,17 @@ impl Store {
                 need: k,
             });
         };
-        self.codec.reconstruct(&mut shards)?;
+        // Rebuilding parity costs as much as rebuilding data; do it only if a parity shard can be healed.
+        let heal_parity = !self.read_only
+            && report
+                .bad_shards
+                .iter()
+                .any(|b| b.shard >= k && self.healable(b));
+        if heal_parity {
+            self.codec.reconstruct(&mut shards)?;
+        } else {
+            self.codec.reconstruct_data(&mut shards)?;
+        }
         let mut envelope = Vec::with_capacity(k * shard_len as usize);
         for s in &shards[..k] {
             envelope.extend_from_slice(s.as_ref().expect("reconstructed"));
@@ -353,6 +363,11 @@ impl Store {
         Ok((plain, report))
     }
 
+    /// A bad shard can be rewritten if its disk is in use and answered (an erroring disk is left alone).
+    fn healable(&self, b: &BadShard) -> bool {
+        self.usable(b.disk) && b.fault != ShardFault::Unreadable
+    }
+
     /// Writes rebuilt shards back over missing/corrupt ones on usable disks. Best effort: a failure here leaves
     /// the chunk as readable as before.
     fn heal(
@@ -369,10 +384,9 @@ impl Store {
         };
         let mut healed = Vec::new();
         for b in bad {
-            if !self.usable(b.disk) || b.fault == ShardFault::Unreadable {
+            let Some(payload) = shards[b.shard].as_ref().filter(|_| self.healable(b)) else {
                 continue;
-            }
-            let payload = shards[b.shard].as_ref().expect("reconstructed");
+            };
             let h = ShardHeader {
                 k,
                 m,

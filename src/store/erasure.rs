@@ -63,6 +63,13 @@ impl Codec {
             .reconstruct(shards)
             .map_err(|e| Error::Corrupt(format!("Reed-Solomon reconstruction failed: {e:?}")))
     }
+
+    /// Rebuilds only the missing data shards (parity shards stay `None` if missing): the cheaper read path.
+    pub fn reconstruct_data(&self, shards: &mut [Option<Vec<u8>>]) -> Result<()> {
+        self.rs
+            .reconstruct_data(shards)
+            .map_err(|e| Error::Corrupt(format!("Reed-Solomon reconstruction failed: {e:?}")))
+    }
 }
 
 #[cfg(test)]
