@@ -45,13 +45,18 @@ impl Store {
         if !parallel {
             return items.iter().map(|&i| f(i)).collect();
         }
+        // The calling thread does the first item itself: one spawn fewer per operation.
         std::thread::scope(|s| {
             let f = &f;
-            let handles: Vec<_> = items.iter().map(|&i| s.spawn(move || f(i))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("shard I/O thread panicked"))
-                .collect()
+            let handles: Vec<_> = items[1..].iter().map(|&i| s.spawn(move || f(i))).collect();
+            let mut out = Vec::with_capacity(items.len());
+            out.push(f(items[0]));
+            out.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("shard I/O thread panicked")),
+            );
+            out
         })
     }
 
