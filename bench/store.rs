@@ -1,7 +1,8 @@
 //! Chunk-store benchmark: each stage alone, then the whole pipeline over memory and tmpfs directory disks.
 //!
 //! Run: `bench/store.sh` (= `cargo bench --bench store`). Env: `VFS_BENCH_MIB` (pipeline data per repeat,
-//! default 128), `VFS_BENCH_REPEATS` (default 3), `VFS_BENCH_DIR` (default /dev/shm).
+//! default 128), `VFS_BENCH_REPEATS` (default 3), `VFS_BENCH_DIR` (default /dev/shm),
+//! `VFS_BENCH_ONLY` (e.g. `3+2 mem`: one pipeline only).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -176,6 +177,10 @@ fn main() {
         let read_ceiling = cores as f64 * harmonic(&[aes_open, b3]);
         let degraded_ceiling = cores as f64 * harmonic(&[aes_open, b3, rec]);
         for kind in ["mem", "tmpfs"] {
+            // VFS_BENCH_ONLY="3+2 mem" runs just that pipeline (for profiling).
+            if std::env::var("VFS_BENCH_ONLY").is_ok_and(|o| o != format!("{k}+{m} {kind}")) {
+                continue;
+            }
             pipeline(
                 kind,
                 k,
