@@ -322,3 +322,10 @@ fn sealed_blobs_round_trip_and_bind_their_label() {
         "random nonce"
     );
 }
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+    assert_send_sync::<std::sync::Arc<Store>>();
+}

@@ -37,7 +37,7 @@ pub fn fault_disks(n: usize) -> (Vec<Arc<FaultDisk>>, Vec<Arc<MemDisk>>) {
     let mems = mem_disks(n);
     let faults = mems
         .iter()
-        .map(|m| Arc::new(FaultDisk::new(m.clone() as Arc<dyn Disk>)))
+        .map(|m| Arc::new(FaultDisk::over_mem(m.clone())))
         .collect();
     (faults, mems)
 }

@@ -1,4 +1,5 @@
-//! Fault-injecting wrapper around any disk: missing, read-only, ENOSPC, EIO, bit flips, truncation, slowness.
+//! Fault-injecting wrapper around any disk: missing, read-only, ENOSPC, EIO, bit flips, truncation, slowness,
+//! and (over a memory disk) crash = drop unsynced writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{Disk, DiskStat};
+use super::{Disk, DiskStat, MemDisk};
 use crate::error::{Error, Result};
 
 /// Which faults are active. Change them at any time with [`FaultDisk::set`]; with the default (no faults) the
@@ -36,6 +37,8 @@ pub struct Faults {
 /// A [`Disk`] that forwards to an inner disk and injects the configured [`Faults`].
 pub struct FaultDisk {
     inner: Arc<dyn Disk>,
+    /// Set when built over a memory disk, which can simulate a power cut.
+    mem: Option<Arc<MemDisk>>,
     faults: Mutex<Faults>,
     puts: AtomicU64,
 }
@@ -44,8 +47,28 @@ impl FaultDisk {
     pub fn new(inner: Arc<dyn Disk>) -> FaultDisk {
         FaultDisk {
             inner,
+            mem: None,
             faults: Mutex::new(Faults::default()),
             puts: AtomicU64::new(0),
+        }
+    }
+
+    /// A fault disk over a memory disk: like [`FaultDisk::new`], plus [`FaultDisk::crash`].
+    pub fn over_mem(mem: Arc<MemDisk>) -> FaultDisk {
+        let mut f = FaultDisk::new(mem.clone());
+        f.mem = Some(mem);
+        f
+    }
+
+    /// Simulates a power cut: drops every write since the last `sync`. Returns false (and does nothing) unless
+    /// built with [`FaultDisk::over_mem`].
+    pub fn crash(&self) -> bool {
+        match &self.mem {
+            Some(m) => {
+                m.crash();
+                true
+            }
+            None => false,
         }
     }
 
