@@ -161,6 +161,16 @@ fn stale_disk_is_detected_and_its_old_keyslot_does_not_unlock() {
         .enumerate()
         .all(|(i, d)| i == 2 || d.state == DiskState::Ok));
     assert_eq!(read_all(&store, &ids).unwrap(), data);
+    // Readmitted, it gets the current header: the next open sees five healthy disks and the old passphrase
+    // still fails.
+    store.readmit(2).unwrap();
+    drop(store);
+    assert!(matches!(
+        Store::open(as_dyn(&faults), PASS),
+        Err(Error::WrongPassphrase)
+    ));
+    let store = Store::open(as_dyn(&faults), b"new pass").unwrap();
+    assert!(store.health().iter().all(|d| d.state == DiskState::Ok));
 }
 
 #[test]
@@ -328,4 +338,72 @@ fn store_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
     assert_send_sync::<std::sync::Arc<Store>>();
+}
+
+#[test]
+fn replaced_disk_is_readmitted_and_rebuilt_by_scrub() {
+    let t = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = (0..5).map(|i| t.path().join(format!("d{i}"))).collect();
+    let disks: Vec<_> = paths.iter().map(|p| open_dir_disk(p)).collect();
+    let store = Store::create(disks.clone(), &opts("personal"), PASS).unwrap();
+    let data = mixed(400_000, 6);
+    let ids = write_all(&store, &data);
+    store.sync().unwrap();
+    drop(store);
+    // Disk 1 dies and is replaced by a blank directory.
+    std::fs::remove_dir_all(&paths[1]).unwrap();
+    std::fs::create_dir(&paths[1]).unwrap();
+    let store = Store::open(disks.clone(), PASS).unwrap();
+    assert_eq!(store.health()[1].state, DiskState::Missing);
+    store.readmit(1).unwrap();
+    assert_eq!(store.health()[1].state, DiskState::Ok);
+    let mut healed = 0;
+    for id in &ids {
+        let report = store.scrub(id).unwrap();
+        assert!(!report.fast_path);
+        healed += report.healed.len();
+        assert!(
+            store.scrub(id).unwrap().bad_shards.is_empty(),
+            "scrub healed everything"
+        );
+    }
+    assert_eq!(
+        healed,
+        ids.len(),
+        "every chunk has exactly one shard on disk 1"
+    );
+    store.sync().unwrap();
+    drop(store);
+    // Disks 0 and 2 gone: the rebuilt disk 1 carries its share.
+    std::fs::remove_dir_all(&paths[0]).unwrap();
+    std::fs::remove_dir_all(&paths[2]).unwrap();
+    let store = Store::open(disks, PASS).unwrap();
+    assert_eq!(read_all(&store, &ids).unwrap(), data);
+}
+
+#[test]
+fn readmit_refuses_a_foreign_disk() {
+    let (faults, _mems) = fault_disks(3);
+    drop(Store::create(as_dyn(&faults), &opts("minimal"), PASS).unwrap());
+    let other = mem_disks(3);
+    drop(Store::create(as_dyn(&other), &opts("minimal"), PASS).unwrap());
+    faults[0].set(Faults {
+        missing: true,
+        ..Faults::default()
+    });
+    let store = Store::open(as_dyn(&faults), PASS).unwrap();
+    // While the disk is away, someone puts another volume's disk in its place.
+    for name in other[0].list("").unwrap() {
+        faults[0]
+            .inner()
+            .put(&name, &other[0].get(&name).unwrap())
+            .unwrap();
+    }
+    faults[0].set(Faults::default());
+    let err = store.readmit(0).err().unwrap();
+    assert!(
+        matches!(&err, Error::BadDisk { reason, .. } if reason.contains("another volume")),
+        "{err}"
+    );
+    assert_eq!(store.health()[0].state, DiskState::Missing);
 }

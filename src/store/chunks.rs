@@ -241,6 +241,16 @@ impl Store {
     /// payload checksums are not computed. Otherwise every shard is read and checked against its checksum, any k
     /// good ones rebuild the rest, and (when writable) rebuilt shards are written back atomically.
     pub fn get_report(&self, id: &ChunkId) -> Result<(Vec<u8>, ReadReport)> {
+        self.read_chunk(id, false)
+    }
+
+    /// Scrub one chunk: read every shard (parity too), check every checksum, and rewrite any bad or missing
+    /// shard (when writable), even if the data shards alone would have opened the envelope. For fsck/scrub.
+    pub fn scrub(&self, id: &ChunkId) -> Result<ReadReport> {
+        self.read_chunk(id, true).map(|(_, r)| r)
+    }
+
+    fn read_chunk(&self, id: &ChunkId, full: bool) -> Result<(Vec<u8>, ReadReport)> {
         let volume_id = self.volume_id();
         let (k, m) = {
             let h = self.header.read();
@@ -248,7 +258,7 @@ impl Store {
         };
         let data_idx: Vec<usize> = (0..k).collect();
         let first = self.par_map(&data_idx, |i| self.fetch(id, i, &volume_id, false));
-        if first.iter().all(|f| matches!(f, Fetched::Good(..))) {
+        if !full && first.iter().all(|f| matches!(f, Fetched::Good(..))) {
             let env_len = match &first[0] {
                 Fetched::Good(h, _) => h.envelope_len as usize,
                 Fetched::Bad(_) => unreachable!(),

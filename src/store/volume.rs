@@ -13,7 +13,7 @@ use super::disk::Disk;
 use super::erasure::Codec;
 use super::format::{
     DiskHeader, Keyslot, DH_CHECKSUM_OFF, DH_KEYSLOTS_OFF, DISK_HEADER_NAME, FLAG_COMPRESSION,
-    KEYSLOTS,
+    KEYSLOTS, SHARD_DIR,
 };
 use super::{CreateOptions, DiskState, Slot, Store};
 use crate::error::{Error, Result};
@@ -362,6 +362,52 @@ impl Store {
         }
         h.keyslots[slot] = Keyslot::default();
         self.rewrite_headers(h)
+    }
+
+    /// Brings a disk that open set aside (Missing, Stale, Unreadable) back into use: it must now be present and
+    /// writable, and hold either no header (a blank replacement) or a header of this volume. Its header is
+    /// rewritten with the current epoch and keyslots. Shards it lacks are rebuilt by reads and [`Store::scrub`];
+    /// its existing shards stay valid (each is checksummed and AEAD-bound to its chunk).
+    pub fn readmit(&self, index: usize) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let _g = self.header_write.lock();
+        let slot = self
+            .slots
+            .get(index)
+            .ok_or_else(|| Error::Invalid(format!("no disk #{index}")))?;
+        if slot.state.lock().0 == DiskState::Ok {
+            return Ok(());
+        }
+        let disk = slot.disk.as_ref();
+        let stat = disk.stat();
+        if !stat.present || !stat.writable {
+            return Err(Error::BadDisk {
+                disk: disk.describe(),
+                reason: "not present or not writable".into(),
+            });
+        }
+        let h = self.header.read().clone();
+        match probe(disk) {
+            Probe::Header(old, _) if old.volume_id != h.volume_id => {
+                return Err(Error::BadDisk {
+                    disk: disk.describe(),
+                    reason: format!("belongs to another volume ({})", hex(&old.volume_id)),
+                })
+            }
+            Probe::Unreadable(why) if !disk.list(&format!("{SHARD_DIR}/"))?.is_empty() => {
+                // A corrupt header is replaced only when no shards sit beside it that could be another volume's.
+                return Err(Error::BadDisk {
+                    disk: disk.describe(),
+                    reason: format!("{why}; holds shards, refusing to take it over"),
+                });
+            }
+            Probe::Header(..) | Probe::Missing(_) | Probe::Unreadable(_) => {}
+        }
+        write_header(disk, &h, index)?;
+        *slot.state.lock() = (DiskState::Ok, None);
+        Ok(())
     }
 
     /// Keyslot numbers in use.
