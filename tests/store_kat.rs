@@ -138,3 +138,85 @@ const KAT_ENVELOPE_BLAKE3: &str =
 const KAT_CUTS: &str = "[119376, 17402, 43062, 39031, 133715, 69530, 58361, 69140, 41971, 156468, 46777, 78955, 68555, 94290, 11943]";
 const KAT_SHARD_HEADER_BLAKE3: &str =
     "60e2ce3ce0c14b701a5939fa536288929f91bac73bdd97db8804f1e05108cf22";
+
+#[test]
+fn keyslot_unwraps_independently_with_argon2_and_aes_gcm() {
+    use valencefs::store::format::{Keyslot, KEYSLOT_LEN};
+    let keys = Keys::from_master(MASTER);
+    let params = valencefs::store::KdfParams::insecure_fast();
+    let slot = keys.wrap(&VOLUME, b"passphrase", &params).unwrap();
+    let bytes = slot.encode();
+    assert_eq!(bytes.len(), KEYSLOT_LEN);
+    assert_eq!(Keyslot::decode(&bytes), slot);
+    // KEK = Argon2id v0x13 (passphrase, salt at 16..32, m/t/p at 4/8/12), 32 bytes.
+    let m = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+    let t = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    let p = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
+    assert_eq!((bytes[0], m, t, p), (1, 64, 1, 1));
+    let mut kek = [0u8; 32];
+    argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(m, t, p, Some(32)).unwrap(),
+    )
+    .hash_password_into(b"passphrase", &bytes[16..32], &mut kek)
+    .unwrap();
+    let aad = [
+        &b"valencefs keyslot"[..],
+        &1u16.to_le_bytes(),
+        &VOLUME,
+        &bytes[0..32],
+    ]
+    .concat();
+    let master = Aes256Gcm::new_from_slice(&kek)
+        .unwrap()
+        .decrypt(
+            Nonce::from_slice(&bytes[32..44]),
+            Payload {
+                msg: &bytes[44..92],
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    assert_eq!(master, MASTER);
+    assert_eq!(&bytes[92..96], &[0; 4]);
+}
+
+#[test]
+fn disk_header_bytes() {
+    use valencefs::store::format::{DiskHeader, Keyslot, DISK_HEADER_LEN, KEYSLOTS};
+    let mut keyslots = vec![Keyslot::default(); KEYSLOTS];
+    keyslots[0] = Keyslot {
+        kdf: 1,
+        m_cost_kib: 65536,
+        t_cost: 3,
+        p_cost: 1,
+        salt: [0x5a; 16],
+        nonce: [0x6b; 12],
+        wrapped: [0x7c; 48],
+    };
+    let hdr = DiskHeader {
+        flags: 1,
+        volume_id: VOLUME,
+        disk_index: 2,
+        disk_count: 5,
+        k: 3,
+        m: 2,
+        epoch: 7,
+        chunker: ChunkerParams::default(),
+        keyslots,
+    };
+    let b = hdr.encode();
+    assert_eq!(b.len(), DISK_HEADER_LEN);
+    assert_eq!(&b[0..8], b"VALENCFS");
+    assert_eq!(&b[32..34], &2u16.to_le_bytes());
+    assert_eq!(&b[40..48], &7u64.to_le_bytes());
+    assert_eq!(&b[52..56], &(1u32 << 20).to_le_bytes());
+    assert_eq!(b[64], 1);
+    assert_eq!(&b[832..], blake3::hash(&b[..832]).as_bytes());
+    assert_eq!(DiskHeader::decode(&b).unwrap(), hdr);
+    assert_eq!(h(&b), KAT_DISK_HEADER_BLAKE3);
+}
+
+const KAT_DISK_HEADER_BLAKE3: &str =
+    "96d062525044471024efc1fe5a4b75e2f5c365032a64d0d8bdb2ee1a37df2e28";

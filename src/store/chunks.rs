@@ -68,6 +68,13 @@ impl Store {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
+        // A mismatched id would store a chunk that every later read rejects as Corrupt. Checking costs a BLAKE3
+        // pass (~10 % of put), so only debug builds (the test suites of every layer) pay it.
+        debug_assert_eq!(
+            self.chunk_id(plaintext),
+            *id,
+            "put: id is not this plaintext's chunk id"
+        );
         let (volume_id, compression, k, m) = {
             let h = self.header.read();
             (
