@@ -22,3 +22,15 @@ pub mod meta;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// Makes glibc serve large buffers (chunks, shards, dirty extents) from mmap and return them when freed. By default
+/// its mmap threshold grows after the first large free, after which multi-MiB buffers stay in per-thread arenas
+/// and resident memory creeps far past the cache budget. Called once by the daemon before it starts.
+pub fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before heavy allocation starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}

@@ -56,6 +56,33 @@ pub trait Chunks: Send + Sync {
     }
 }
 
+impl Chunks for crate::store::Store {
+    fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        crate::store::Store::chunk_id(self, data)
+    }
+    fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
+        crate::store::Store::chunk_lengths(self, data)
+    }
+    fn max_chunk_size(&self) -> usize {
+        crate::store::Store::max_chunk_size(self)
+    }
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
+        crate::store::Store::put(self, id, data)
+    }
+    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        crate::store::Store::get(self, id)
+    }
+    fn delete(&self, id: &ChunkId) -> Result<()> {
+        crate::store::Store::delete(self, id)
+    }
+    fn sync(&self) -> Result<()> {
+        crate::store::Store::sync(self)
+    }
+    fn space(&self) -> Option<(u64, u64)> {
+        crate::store::Store::space(self)
+    }
+}
+
 /// An open file or directory handle.
 struct Handle {
     ino: Ino,

@@ -198,6 +198,22 @@ impl Store {
         Redundancy { k: h.k, m: h.m }
     }
 
+    /// (total, free) bytes a user can store, after redundancy: each disk holds about one shard in `n` of every
+    /// stripe's bytes, so the fullest (smallest) disk bounds what fits.
+    pub fn space(&self) -> Option<(u64, u64)> {
+        let spaces: Vec<(u64, u64)> = self.slots.iter().filter_map(|s| s.disk.space()).collect();
+        if spaces.is_empty() {
+            return None;
+        }
+        let r = self.redundancy();
+        let n = self.slots.len() as u64;
+        let scale =
+            |v: u64| (v as u128 * n as u128 * r.k as u128 / (r.k as u128 + r.m as u128)) as u64;
+        let total = spaces.iter().map(|s| s.0).min().unwrap_or(0);
+        let free = spaces.iter().map(|s| s.1).min().unwrap_or(0);
+        Some((scale(total), scale(free)))
+    }
+
     /// Whether writes are refused (a disk was read-only at open).
     pub fn is_read_only(&self) -> bool {
         self.read_only

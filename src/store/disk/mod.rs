@@ -52,6 +52,10 @@ pub trait Disk: Send + Sync {
     fn parallel_io(&self) -> bool {
         true
     }
+    /// (total, free) bytes of the backing storage, if it can tell.
+    fn space(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A directory disk at `path`. Never fails: a missing directory shows up as `DiskStat::present == false`, which
