@@ -315,6 +315,19 @@ impl Meta {
     }
 }
 
+impl Drop for Meta {
+    /// Ends the shared transaction before the database closes (redb's close waits for open write transactions).
+    /// A clean close keeps what was done: the transaction is committed durably.
+    fn drop(&mut self) {
+        if let Some(mut txn) = self.slot.lock().txn.take() {
+            txn.set_durability(Durability::Immediate);
+            if let Err(e) = txn.commit() {
+                log::error!("closing metadata database: {e}");
+            }
+        }
+    }
+}
+
 /// A handle on the shared metadata transaction.
 pub struct Tx {
     txn: Option<redb::WriteTransaction>,

@@ -16,10 +16,12 @@ mod file;
 mod mem;
 mod names;
 mod perm;
+mod recover;
 mod types;
 mod xattr;
 
 pub use mem::MemChunks;
+pub use recover::recover_state;
 pub use types::*;
 
 use crate::error::{Error, Result};
@@ -54,6 +56,16 @@ pub trait Chunks: Send + Sync {
     fn space(&self) -> Option<(u64, u64)> {
         None
     }
+    /// Stores a metadata snapshot (the redb file's bytes) durably on the disks; returns its chunk id, or `None`
+    /// when this store keeps no snapshots.
+    fn save_snapshot(
+        &self,
+        _generation: u64,
+        _db: &[u8],
+        _previous: Option<ChunkId>,
+    ) -> Result<Option<ChunkId>> {
+        Ok(None)
+    }
 }
 
 impl Chunks for crate::store::Store {
@@ -80,6 +92,14 @@ impl Chunks for crate::store::Store {
     }
     fn space(&self) -> Option<(u64, u64)> {
         crate::store::Store::space(self)
+    }
+    fn save_snapshot(
+        &self,
+        generation: u64,
+        db: &[u8],
+        previous: Option<ChunkId>,
+    ) -> Result<Option<ChunkId>> {
+        crate::store::Store::save_snapshot(self, generation, db, previous).map(Some)
     }
 }
 
@@ -150,6 +170,17 @@ pub struct Fs {
     cache: Mutex<ChunkCache>,
     opts: FsOptions,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    db_path: std::path::PathBuf,
+    snapshots: Mutex<SnapshotState>,
+}
+
+/// Where metadata snapshots stand: when the last was taken and the chunks of the last two.
+struct SnapshotState {
+    last: Option<Instant>,
+    /// Changes were committed since the last snapshot.
+    stale: bool,
+    current: Option<ChunkId>,
+    previous: Option<ChunkId>,
 }
 
 /// Largest file offset accepted.
@@ -277,7 +308,8 @@ impl Fs {
     /// background flusher and committer.
     pub fn start(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
         std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
-        let meta = Meta::open(&state_dir.join("meta.redb"))?;
+        let db_path = state_dir.join("meta.redb");
+        let meta = Meta::open(&db_path)?;
         let mut tx = meta.write()?;
         if tx.inode(ROOT_INO)?.is_none() {
             let t = now();
@@ -329,6 +361,13 @@ impl Fs {
             chunks,
             opts,
             threads: Mutex::new(Vec::new()),
+            db_path,
+            snapshots: Mutex::new(SnapshotState {
+                last: None,
+                stale: true,
+                current: None,
+                previous: None,
+            }),
         });
         if !fs.opts.read_only {
             let weak = Arc::downgrade(&fs);
@@ -353,7 +392,7 @@ impl Fs {
 
     /// Flushes all dirty data, commits durably and stops background threads. Called at unmount.
     pub fn shutdown(&self) -> Result<()> {
-        let res = self.sync_all();
+        let res = self.sync_all().and_then(|_| self.snapshot(true));
         self.inner.lock().stopping = true;
         self.flusher_wake.notify_all();
         self.cond.notify_all();
@@ -385,6 +424,9 @@ impl Fs {
         self.chunks.sync()?;
         let mut g = self.inner.lock();
         g.meta.commit_durable()?;
+        if g.unsynced {
+            self.snapshots.lock().stale = true;
+        }
         g.unsynced = false;
         if g.pending_free.is_empty() {
             return Ok(());
@@ -408,6 +450,54 @@ impl Fs {
                 log::warn!("freeing chunk {}: {e}", id.to_hex());
             }
         }
+        Ok(())
+    }
+
+    /// Seals the metadata database onto the disks (promise 5: the volume survives losing this machine), when
+    /// changes happened and the snapshot interval has passed, or always when `force`d (unmount).
+    pub(crate) fn snapshot(&self, force: bool) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        let mut snap = self.snapshots.lock();
+        let due = snap.last.map_or(true, |t| {
+            t.elapsed() >= Duration::from_secs(self.opts.snapshot_interval_secs)
+        });
+        if !snap.stale || !(force || due) {
+            return Ok(());
+        }
+        let (generation, db) = {
+            let _gate = self.put_gate.write();
+            self.chunks.sync()?;
+            let g = self.inner.lock();
+            let mut tx = g.meta.write()?;
+            let generation = tx.setting("snapshot_generation")? + 1;
+            tx.set_setting("snapshot_generation", generation)?;
+            tx.commit(true)?;
+            // The file now holds exactly the last durable commit; copy it while no commit can run.
+            let db =
+                std::fs::read(&self.db_path).map_err(|e| Error::io(self.db_path.display(), e))?;
+            (generation, db)
+        };
+        let Some(id) = self.chunks.save_snapshot(generation, &db, snap.current)? else {
+            snap.stale = false;
+            snap.last = Some(Instant::now());
+            return Ok(());
+        };
+        // The pointer now names `id` and, as fallback, `snap.current`; the one before that can go, unless a file
+        // happens to share its bytes.
+        if let Some(old) = snap.previous.take() {
+            if old != id && Some(old) != snap.current {
+                let g = self.inner.lock();
+                let mut tx = g.meta.write()?;
+                if tx.chunk(&old)?.is_none() {
+                    let _ = self.chunks.delete(&old);
+                }
+            }
+        }
+        snap.previous = snap.current.replace(id);
+        snap.stale = false;
+        snap.last = Some(Instant::now());
         Ok(())
     }
 
@@ -509,10 +599,14 @@ fn committer_loop(fs: std::sync::Weak<Fs>) {
             }
             last = Instant::now();
             if !g.unsynced && g.pending_free.is_empty() {
+                drop(g);
+                if let Err(e) = f.snapshot(false) {
+                    log::error!("metadata snapshot failed: {e}");
+                }
                 continue;
             }
         }
-        if let Err(e) = f.sync_durable() {
+        if let Err(e) = f.sync_durable().and_then(|_| f.snapshot(false)) {
             log::error!("background commit failed: {e}");
         }
     }

@@ -11,7 +11,10 @@ pub mod crypto;
 pub mod disk;
 pub mod erasure;
 pub mod format;
+mod snapshot;
 mod volume;
+
+pub use snapshot::SnapshotPointer;
 
 use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
