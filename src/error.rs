@@ -31,6 +31,10 @@ pub enum Error {
     NoXattr,
     #[error("value too large for buffer")]
     Range,
+    #[error("argument list too long")]
+    TooBig,
+    #[error("no data or hole at or after this offset")]
+    NoSuchOffset,
     #[error("file too large")]
     FileTooBig,
     #[error("too many links")]
@@ -89,6 +93,8 @@ impl Error {
             Error::NoXattr => libc::ENODATA,
             Error::Range => libc::ERANGE,
             Error::FileTooBig => libc::EFBIG,
+            Error::TooBig => libc::E2BIG,
+            Error::NoSuchOffset => libc::ENXIO,
             Error::TooManyLinks => libc::EMLINK,
             Error::BadHandle => libc::EBADF,
             Error::NotSupported => libc::EOPNOTSUPP,

@@ -1,1 +1,749 @@
-//! Metadata in redb (placeholder).
+//! File-system metadata in redb: inodes, directory entries, extents, chunk reference counts, xattrs, settings.
+//!
+//! This is the only module that imports redb. Every change happens inside a [`Tx`]; the caller decides whether a
+//! commit is durable. Non-durable commits are visible at once and become durable with the next durable commit
+//! (redb's `Durability::None`), which is how the core groups many operations into one fsync.
+
+use crate::error::{Error, Result};
+use crate::store::ChunkId;
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+
+/// Schema version of the tables below. A database with a newer version is refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+/// (parent, name) → (ino, cookie)
+const DIRENTS: TableDefinition<(u64, &[u8]), (u64, u64)> = TableDefinition::new("dirents");
+/// (parent, cookie) → ino (8 bytes) ‖ kind (1 byte) ‖ name: the order readdir walks, stable under change.
+const COOKIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("dir_cookies");
+/// (ino, file offset) → chunk id (32) ‖ offset in chunk (u32) ‖ length (u32)
+const EXTENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("extents");
+/// chunk id → refcount (u64) ‖ plaintext length (u64) ‖ stored bytes (u64). Rows with refcount 0 await freeing.
+const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks");
+const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
+const SYMLINKS: TableDefinition<u64, &[u8]> = TableDefinition::new("symlinks");
+/// Inodes with nlink 0 still open when last committed; removed at the next start.
+const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
+const SETTINGS: TableDefinition<&str, u64> = TableDefinition::new("settings");
+
+fn db_err(e: impl std::fmt::Display) -> Error {
+    Error::Meta(e.to_string())
+}
+
+/// A timestamp as seconds and nanoseconds since the epoch (signed: times before 1970 exist).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Time {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// One inode record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inode {
+    pub ino: u64,
+    /// Full mode: type bits and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub rdev: u32,
+    pub size: u64,
+    /// Bytes covered by extents (what `st_blocks` reports, before redundancy).
+    pub data_bytes: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+    pub generation: u64,
+    /// For directories: the parent directory (".."). Unused for other kinds.
+    pub parent: u64,
+    /// For directories: the next readdir cookie to hand out.
+    pub next_cookie: u64,
+}
+
+const INODE_LEN: usize = 4 * 5 + 8 * 2 + 12 * 3 + 8 * 3;
+
+impl Inode {
+    fn encode(&self) -> [u8; INODE_LEN] {
+        let mut b = [0u8; INODE_LEN];
+        let mut w = Writer(&mut b, 0);
+        for v in [self.mode, self.uid, self.gid, self.nlink, self.rdev] {
+            w.put(&v.to_le_bytes());
+        }
+        w.put(&self.size.to_le_bytes());
+        w.put(&self.data_bytes.to_le_bytes());
+        for t in [self.atime, self.mtime, self.ctime] {
+            w.put(&t.sec.to_le_bytes());
+            w.put(&t.nsec.to_le_bytes());
+        }
+        for v in [self.generation, self.parent, self.next_cookie] {
+            w.put(&v.to_le_bytes());
+        }
+        b
+    }
+
+    fn decode(ino: u64, b: &[u8]) -> Result<Inode> {
+        if b.len() != INODE_LEN {
+            return Err(Error::Meta(format!(
+                "inode {ino}: record of {} bytes",
+                b.len()
+            )));
+        }
+        let mut r = Reader(b, 0);
+        let mut inode = Inode {
+            ino,
+            mode: r.u32(),
+            uid: r.u32(),
+            gid: r.u32(),
+            nlink: r.u32(),
+            rdev: r.u32(),
+            size: r.u64(),
+            data_bytes: r.u64(),
+            ..Default::default()
+        };
+        for t in [&mut inode.atime, &mut inode.mtime, &mut inode.ctime] {
+            *t = Time {
+                sec: r.u64() as i64,
+                nsec: r.u32(),
+            };
+        }
+        inode.generation = r.u64();
+        inode.parent = r.u64();
+        inode.next_cookie = r.u64();
+        Ok(inode)
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
+struct Writer<'a>(&'a mut [u8], usize);
+impl Writer<'_> {
+    fn put(&mut self, s: &[u8]) {
+        self.0[self.1..self.1 + s.len()].copy_from_slice(s);
+        self.1 += s.len();
+    }
+}
+
+struct Reader<'a>(&'a [u8], usize);
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let v: [u8; N] = self.0[self.1..self.1 + N]
+            .try_into()
+            .expect("length checked by caller");
+        self.1 += N;
+        v
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+}
+
+/// A range of a file stored in (part of) a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// File offset of the first byte.
+    pub offset: u64,
+    pub chunk: ChunkId,
+    /// Where in the chunk's plaintext the extent starts.
+    pub chunk_offset: u32,
+    pub len: u32,
+}
+
+impl Extent {
+    pub fn end(&self) -> u64 {
+        self.offset + self.len as u64
+    }
+
+    fn encode(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[..32].copy_from_slice(&self.chunk.0);
+        b[32..36].copy_from_slice(&self.chunk_offset.to_le_bytes());
+        b[36..].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    fn decode(offset: u64, b: &[u8]) -> Result<Extent> {
+        if b.len() != 40 {
+            return Err(Error::Meta(format!(
+                "extent at {offset}: record of {} bytes",
+                b.len()
+            )));
+        }
+        let mut r = Reader(b, 32);
+        Ok(Extent {
+            offset,
+            chunk: ChunkId(b[..32].try_into().expect("40-byte record")),
+            chunk_offset: r.u32(),
+            len: r.u32(),
+        })
+    }
+}
+
+/// A chunk's row: how many extents point at it and what it costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkRow {
+    pub refs: u64,
+    pub len: u64,
+    pub stored: u64,
+}
+
+impl ChunkRow {
+    fn encode(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.refs.to_le_bytes());
+        b[8..16].copy_from_slice(&self.len.to_le_bytes());
+        b[16..].copy_from_slice(&self.stored.to_le_bytes());
+        b
+    }
+    fn decode(b: &[u8]) -> Result<ChunkRow> {
+        if b.len() != 24 {
+            return Err(Error::Meta("chunk row of wrong length".into()));
+        }
+        let mut r = Reader(b, 0);
+        Ok(ChunkRow {
+            refs: r.u64(),
+            len: r.u64(),
+            stored: r.u64(),
+        })
+    }
+}
+
+/// A directory entry as readdir sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dirent {
+    pub cookie: u64,
+    pub ino: u64,
+    /// The `S_IFMT` bits of the child.
+    pub kind: u32,
+    pub name: Vec<u8>,
+}
+
+/// Volume-wide counters kept in the settings table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub inodes: u64,
+    /// Bytes of unique chunk plaintext referenced.
+    pub chunk_bytes: u64,
+    /// Bytes the referenced chunks occupy on the disks (all shards).
+    pub stored_bytes: u64,
+}
+
+/// The metadata database.
+pub struct Meta {
+    db: Database,
+}
+
+impl Meta {
+    /// Opens the database at `path`, creating it (with its tables and schema version) when absent.
+    pub fn open(path: &Path) -> Result<Meta> {
+        let db = Database::builder().create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                Error::Volume(format!("{} is in use by another process", path.display()))
+            }
+            e => Error::Meta(format!("{}: {e}", path.display())),
+        })?;
+        let meta = Meta { db };
+        let mut tx = meta.write()?;
+        let version = tx.setting("schema_version")?;
+        match version {
+            0 => {
+                tx.set_setting("schema_version", SCHEMA_VERSION)?;
+                tx.set_setting("next_ino", 2)?;
+            }
+            v if v > SCHEMA_VERSION => {
+                return Err(Error::Meta(format!(
+                    "{}: metadata schema version {v} is newer than this valencefs understands ({SCHEMA_VERSION}); \
+                     upgrade valencefs",
+                    path.display()
+                )))
+            }
+            _ => {}
+        }
+        tx.commit(true)?;
+        Ok(meta)
+    }
+
+    /// Starts a transaction. Reads and writes both go through it; dropping it without commit discards changes.
+    pub fn write(&self) -> Result<Tx> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        Ok(Tx {
+            txn,
+            changed: false,
+        })
+    }
+
+    /// Makes every earlier non-durable commit durable.
+    pub fn commit_durable(&self) -> Result<()> {
+        let mut tx = self.write()?;
+        tx.changed = true;
+        tx.commit(true)
+    }
+}
+
+/// One metadata transaction.
+pub struct Tx {
+    txn: redb::WriteTransaction,
+    changed: bool,
+}
+
+macro_rules! table {
+    ($self:ident, $def:expr) => {
+        $self.txn.open_table($def).map_err(db_err)?
+    };
+}
+
+impl Tx {
+    /// Commits the transaction (if it changed anything); durable or not.
+    pub fn commit(mut self, durable: bool) -> Result<()> {
+        if !self.changed {
+            return self.txn.abort().map_err(db_err);
+        }
+        self.txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        });
+        self.txn.commit().map_err(db_err)
+    }
+
+    fn touch(&mut self) {
+        self.changed = true;
+    }
+
+    pub fn setting(&mut self, key: &str) -> Result<u64> {
+        let t = table!(self, SETTINGS);
+        let v = t.get(key).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
+        Ok(v)
+    }
+
+    pub fn set_setting(&mut self, key: &str, value: u64) -> Result<()> {
+        self.touch();
+        let mut t = table!(self, SETTINGS);
+        t.insert(key, value).map_err(db_err)?;
+        Ok(())
+    }
+
+    fn add_setting(&mut self, key: &str, delta: i64) -> Result<()> {
+        let v = self.setting(key)?;
+        self.set_setting(key, v.saturating_add_signed(delta))
+    }
+
+    pub fn totals(&mut self) -> Result<Totals> {
+        Ok(Totals {
+            inodes: self.setting("inodes")?,
+            chunk_bytes: self.setting("chunk_bytes")?,
+            stored_bytes: self.setting("stored_bytes")?,
+        })
+    }
+
+    /// Hands out a fresh inode number (never reused).
+    pub fn alloc_ino(&mut self) -> Result<u64> {
+        let ino = self.setting("next_ino")?.max(2);
+        self.set_setting("next_ino", ino + 1)?;
+        Ok(ino)
+    }
+
+    pub fn inode(&mut self, ino: u64) -> Result<Option<Inode>> {
+        let t = table!(self, INODES);
+        let v = t.get(ino).map_err(db_err)?;
+        v.map(|g| Inode::decode(ino, g.value())).transpose()
+    }
+
+    pub fn put_inode(&mut self, inode: &Inode) -> Result<()> {
+        self.touch();
+        let mut t = table!(self, INODES);
+        let old = t
+            .insert(inode.ino, inode.encode().as_slice())
+            .map_err(db_err)?;
+        let is_new = old.is_none();
+        drop(old);
+        drop(t);
+        if is_new {
+            self.add_setting("inodes", 1)?;
+        }
+        Ok(())
+    }
+
+    /// Removes an inode record with its symlink target, xattrs and orphan mark (its extents are the caller's).
+    pub fn delete_inode(&mut self, ino: u64) -> Result<()> {
+        self.touch();
+        let existed = table!(self, INODES).remove(ino).map_err(db_err)?.is_some();
+        table!(self, SYMLINKS).remove(ino).map_err(db_err)?;
+        table!(self, ORPHANS).remove(ino).map_err(db_err)?;
+        let names: Vec<Vec<u8>> = self.xattr_names(ino)?;
+        let mut t = table!(self, XATTRS);
+        for n in names {
+            t.remove((ino, n.as_slice())).map_err(db_err)?;
+        }
+        drop(t);
+        if existed {
+            self.add_setting("inodes", -1)?;
+        }
+        Ok(())
+    }
+
+    pub fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Option<u64>> {
+        let t = table!(self, DIRENTS);
+        let v = t.get((parent, name)).map_err(db_err)?.map(|g| g.value().0);
+        Ok(v)
+    }
+
+    /// Adds `name → ino` to directory `dir` (whose record the caller passes and must store afterwards).
+    pub fn add_dirent(&mut self, dir: &mut Inode, name: &[u8], ino: u64, kind: u32) -> Result<()> {
+        self.touch();
+        let cookie = dir.next_cookie.max(3);
+        dir.next_cookie = cookie + 1;
+        table!(self, DIRENTS)
+            .insert((dir.ino, name), (ino, cookie))
+            .map_err(db_err)?;
+        let mut v = Vec::with_capacity(9 + name.len());
+        v.extend_from_slice(&ino.to_le_bytes());
+        v.push((kind >> 12) as u8);
+        v.extend_from_slice(name);
+        table!(self, COOKIES)
+            .insert((dir.ino, cookie), v.as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes `name` from directory `parent`; returns the inode it named.
+    pub fn remove_dirent(&mut self, parent: u64, name: &[u8]) -> Result<Option<u64>> {
+        self.touch();
+        let old = table!(self, DIRENTS)
+            .remove((parent, name))
+            .map_err(db_err)?
+            .map(|g| g.value());
+        let Some((ino, cookie)) = old else {
+            return Ok(None);
+        };
+        table!(self, COOKIES)
+            .remove((parent, cookie))
+            .map_err(db_err)?;
+        Ok(Some(ino))
+    }
+
+    /// Entries of `dir` with a cookie greater than `after`, in cookie order, at most `max`.
+    pub fn list_dir(&mut self, dir: u64, after: u64, max: usize) -> Result<Vec<Dirent>> {
+        let t = table!(self, COOKIES);
+        let mut out = Vec::new();
+        let start = after.saturating_add(1);
+        for item in t.range((dir, start)..=(dir, u64::MAX)).map_err(db_err)? {
+            if out.len() >= max {
+                break;
+            }
+            let (k, v) = item.map_err(db_err)?;
+            let v = v.value();
+            if v.len() < 9 {
+                return Err(Error::Meta(format!("directory {dir}: short entry")));
+            }
+            out.push(Dirent {
+                cookie: k.value().1,
+                ino: u64::from_le_bytes(v[..8].try_into().expect("checked")),
+                kind: (v[8] as u32) << 12,
+                name: v[9..].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn dir_is_empty(&mut self, dir: u64) -> Result<bool> {
+        Ok(self.list_dir(dir, 0, 1)?.is_empty())
+    }
+
+    pub fn symlink(&mut self, ino: u64) -> Result<Option<Vec<u8>>> {
+        let t = table!(self, SYMLINKS);
+        let v = t.get(ino).map_err(db_err)?.map(|g| g.value().to_vec());
+        Ok(v)
+    }
+
+    pub fn set_symlink(&mut self, ino: u64, target: &[u8]) -> Result<()> {
+        self.touch();
+        table!(self, SYMLINKS).insert(ino, target).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Extents of `ino` that overlap `[start, end)`, in offset order.
+    pub fn extents(&mut self, ino: u64, start: u64, end: u64) -> Result<Vec<Extent>> {
+        let t = table!(self, EXTENTS);
+        let mut out = Vec::new();
+        // The extent covering `start` begins at or before it: look one step back first.
+        if let Some(item) = t
+            .range((ino, 0)..=(ino, start))
+            .map_err(db_err)?
+            .next_back()
+        {
+            let (k, v) = item.map_err(db_err)?;
+            let e = Extent::decode(k.value().1, v.value())?;
+            if e.end() > start && e.offset < end {
+                out.push(e);
+            }
+        }
+        if start < u64::MAX {
+            for item in t
+                .range((ino, start + 1)..(ino, end.max(start + 1)))
+                .map_err(db_err)?
+            {
+                let (k, v) = item.map_err(db_err)?;
+                out.push(Extent::decode(k.value().1, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds an extent and takes a reference on its chunk (whose row must exist: see [`Tx::add_chunk_ref`]).
+    pub fn put_extent(&mut self, ino: u64, e: &Extent) -> Result<()> {
+        self.touch();
+        table!(self, EXTENTS)
+            .insert((ino, e.offset), e.encode().as_slice())
+            .map_err(db_err)?;
+        self.add_chunk_ref(&e.chunk, None)
+    }
+
+    /// Removes the extent starting at `offset`; drops its chunk reference. Returns the chunk if that was the last.
+    pub fn remove_extent(&mut self, ino: u64, offset: u64) -> Result<Option<ChunkId>> {
+        self.touch();
+        let old = table!(self, EXTENTS)
+            .remove((ino, offset))
+            .map_err(db_err)?
+            .map(|g| g.value().to_vec());
+        let Some(old) = old else { return Ok(None) };
+        let e = Extent::decode(offset, &old)?;
+        self.drop_chunk_ref(&e.chunk)
+    }
+
+    pub fn chunk(&mut self, id: &ChunkId) -> Result<Option<ChunkRow>> {
+        let t = table!(self, CHUNKS);
+        let v = t.get(id.0.as_slice()).map_err(db_err)?;
+        v.map(|g| ChunkRow::decode(g.value())).transpose()
+    }
+
+    /// Adds a reference to a chunk. `new` gives (plaintext length, stored bytes) when the caller just stored it and the
+    /// row may not exist yet; without it the row must exist.
+    pub fn add_chunk_ref(&mut self, id: &ChunkId, new: Option<(u64, u64)>) -> Result<()> {
+        self.touch();
+        let mut row = match (self.chunk(id)?, new) {
+            (Some(r), _) => r,
+            (None, Some((len, stored))) => ChunkRow {
+                refs: 0,
+                len,
+                stored,
+            },
+            (None, None) => return Err(Error::Meta(format!("chunk {} has no row", id.to_hex()))),
+        };
+        if row.refs == 0 {
+            self.add_setting("chunk_bytes", row.len as i64)?;
+            self.add_setting("stored_bytes", row.stored as i64)?;
+        }
+        row.refs += 1;
+        table!(self, CHUNKS)
+            .insert(id.0.as_slice(), row.encode().as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Creates a chunk's row (with no references) if it does not exist yet.
+    pub fn ensure_chunk(&mut self, id: &ChunkId, len: u64, stored: u64) -> Result<()> {
+        if self.chunk(id)?.is_none() {
+            self.touch();
+            let row = ChunkRow {
+                refs: 0,
+                len,
+                stored,
+            };
+            table!(self, CHUNKS)
+                .insert(id.0.as_slice(), row.encode().as_slice())
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn drop_chunk_ref(&mut self, id: &ChunkId) -> Result<Option<ChunkId>> {
+        let Some(mut row) = self.chunk(id)? else {
+            return Err(Error::Meta(format!(
+                "extent points at unknown chunk {}",
+                id.to_hex()
+            )));
+        };
+        row.refs = row.refs.saturating_sub(1);
+        table!(self, CHUNKS)
+            .insert(id.0.as_slice(), row.encode().as_slice())
+            .map_err(db_err)?;
+        if row.refs == 0 {
+            self.add_setting("chunk_bytes", -(row.len as i64))?;
+            self.add_setting("stored_bytes", -(row.stored as i64))?;
+            return Ok(Some(*id));
+        }
+        Ok(None)
+    }
+
+    /// Deletes a chunk's row if nothing references it; returns whether it did.
+    pub fn forget_chunk_if_unused(&mut self, id: &ChunkId) -> Result<bool> {
+        match self.chunk(id)? {
+            Some(row) if row.refs == 0 => {
+                self.touch();
+                table!(self, CHUNKS)
+                    .remove(id.0.as_slice())
+                    .map_err(db_err)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Every chunk row: (id, row).
+    pub fn all_chunks(&mut self) -> Result<Vec<(ChunkId, ChunkRow)>> {
+        let t = table!(self, CHUNKS);
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let id = ChunkId(
+                k.value()
+                    .try_into()
+                    .map_err(|_| Error::Meta("chunk key of wrong length".into()))?,
+            );
+            out.push((id, ChunkRow::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn xattr(&mut self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        let t = table!(self, XATTRS);
+        let v = t
+            .get((ino, name))
+            .map_err(db_err)?
+            .map(|g| g.value().to_vec());
+        Ok(v)
+    }
+
+    pub fn set_xattr(&mut self, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {
+        self.touch();
+        table!(self, XATTRS)
+            .insert((ino, name), value)
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn remove_xattr(&mut self, ino: u64, name: &[u8]) -> Result<bool> {
+        self.touch();
+        let existed = table!(self, XATTRS)
+            .remove((ino, name))
+            .map_err(db_err)?
+            .is_some();
+        Ok(existed)
+    }
+
+    pub fn xattr_names(&mut self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let t = table!(self, XATTRS);
+        let mut out = Vec::new();
+        let lo: &[u8] = &[];
+        for item in t.range((ino, lo)..).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let (i, name) = k.value();
+            if i != ino {
+                break;
+            }
+            out.push(name.to_vec());
+        }
+        Ok(out)
+    }
+
+    pub fn add_orphan(&mut self, ino: u64) -> Result<()> {
+        self.touch();
+        table!(self, ORPHANS).insert(ino, ()).map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn orphans(&mut self) -> Result<Vec<u64>> {
+        let t = table!(self, ORPHANS);
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            out.push(item.map_err(db_err)?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// Number of inode records (for statfs).
+    pub fn inode_count(&mut self) -> Result<u64> {
+        let t = table!(self, INODES);
+        let n = t.len().map_err(db_err)?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_and_extent_records_round_trip() {
+        let inode = Inode {
+            ino: 7,
+            mode: libc::S_IFREG | 0o644,
+            uid: 1,
+            gid: 2,
+            nlink: 3,
+            rdev: 4,
+            size: 5,
+            data_bytes: 6,
+            atime: Time { sec: -1, nsec: 9 },
+            mtime: Time { sec: 10, nsec: 11 },
+            ctime: Time { sec: 12, nsec: 13 },
+            generation: 14,
+            parent: 15,
+            next_cookie: 16,
+        };
+        assert_eq!(Inode::decode(7, &inode.encode()).unwrap(), inode);
+        let e = Extent {
+            offset: 99,
+            chunk: ChunkId([5; 32]),
+            chunk_offset: 3,
+            len: 4,
+        };
+        assert_eq!(Extent::decode(99, &e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn dirents_keep_cookies_and_refcounts_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("m.redb")).unwrap();
+        let mut tx = meta.write().unwrap();
+        let mut root = Inode {
+            ino: 1,
+            mode: libc::S_IFDIR | 0o755,
+            ..Default::default()
+        };
+        tx.add_dirent(&mut root, b"a", 2, libc::S_IFREG).unwrap();
+        tx.add_dirent(&mut root, b"b", 3, libc::S_IFDIR).unwrap();
+        tx.remove_dirent(1, b"a").unwrap();
+        tx.add_dirent(&mut root, b"a", 4, libc::S_IFREG).unwrap();
+        let names: Vec<_> = tx
+            .list_dir(1, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.name, d.cookie))
+            .collect();
+        assert_eq!(names, vec![(b"b".to_vec(), 4), (b"a".to_vec(), 5)]);
+        let id = ChunkId([1; 32]);
+        tx.add_chunk_ref(&id, Some((10, 20))).unwrap();
+        let e = Extent {
+            offset: 0,
+            chunk: id,
+            chunk_offset: 0,
+            len: 10,
+        };
+        tx.put_extent(9, &e).unwrap();
+        assert_eq!(tx.chunk(&id).unwrap().unwrap().refs, 2);
+        assert_eq!(tx.extents(9, 5, 6).unwrap(), vec![e]);
+        assert_eq!(tx.remove_extent(9, 0).unwrap(), None);
+        tx.commit(true).unwrap();
+    }
+}

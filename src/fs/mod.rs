@@ -4,18 +4,37 @@
 //! kernel (`lookup`, `create`, `mkdir`, `mknod`, `symlink`, `link`) add one to that inode's lookup count, and
 //! [`Fs::forget`] takes them away, following the kernel's contract: an unlinked inode lives until both its lookup
 //! count and its open handles reach zero.
+//!
+//! Concurrency: one mutex guards the in-memory state and every metadata transaction; hashing, sealing, coding and
+//! disk I/O happen outside it (flushes on a background thread, chunk reads in the caller's thread). The `put_gate`
+//! orders chunk writes against durable commits: a flush holds it shared from "does this chunk exist?" to the commit
+//! that references the chunk, and a durable commit holds it exclusively around `Chunks::sync` + redb commit, so a
+//! durable transaction never references a shard that is not durable, and freeing a chunk never races a re-use.
 
+mod cache;
+mod file;
+mod mem;
+mod names;
+mod perm;
 mod types;
+mod xattr;
 
+pub use mem::MemChunks;
 pub use types::*;
 
 use crate::error::{Error, Result};
+use crate::meta::{Inode, Meta, Time, Tx};
 use crate::store::ChunkId;
+use cache::{ChunkCache, DirtyMap};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// What the core needs from a chunk store. `crate::store::Store` implements it; tests may use a simpler one.
+/// What the core needs from a chunk store. `crate::store::Store` implements it; tests may use [`MemChunks`].
 pub trait Chunks: Send + Sync {
     /// Keyed content id of a chunk's plaintext.
     fn chunk_id(&self, data: &[u8]) -> ChunkId;
@@ -31,169 +50,443 @@ pub trait Chunks: Send + Sync {
     fn delete(&self, id: &ChunkId) -> Result<()>;
     /// Makes every `put` that returned before this call durable.
     fn sync(&self) -> Result<()>;
+    /// (total, free) bytes a user could store, after redundancy; `None` if unknown.
+    fn space(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+/// An open file or directory handle.
+struct Handle {
+    ino: Ino,
+    flags: i32,
+}
+
+/// In-memory state of a regular file that is open or has unflushed data. Its `inode` is authoritative while it
+/// exists: writes change size and times here first, and flushes and releases store it.
+struct FileState {
+    inode: Inode,
+    dirty: DirtyMap,
+    /// Data taken by the flush in progress: still visible to reads until the flush commits.
+    flushing: Vec<(u64, Arc<Vec<u8>>)>,
+    is_flushing: bool,
+    opens: u32,
+    /// Inode fields changed in memory and not yet stored.
+    attr_dirty: bool,
+    /// When the oldest unflushed write happened.
+    dirty_since: Option<Instant>,
+}
+
+impl FileState {
+    fn new(inode: Inode) -> Self {
+        FileState {
+            inode,
+            dirty: DirtyMap::default(),
+            flushing: Vec::new(),
+            is_flushing: false,
+            opens: 0,
+            attr_dirty: false,
+            dirty_since: None,
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.opens == 0 && self.dirty.is_empty() && !self.is_flushing
+    }
+}
+
+struct Inner {
+    meta: Meta,
+    lookups: HashMap<Ino, u64>,
+    handles: HashMap<u64, Handle>,
+    next_fh: u64,
+    files: HashMap<Ino, FileState>,
+    dirty_total: u64,
+    /// Chunks whose last reference was dropped; freed after the next durable commit if still unreferenced.
+    pending_free: Vec<ChunkId>,
+    /// Non-durable commits exist.
+    unsynced: bool,
+    stopping: bool,
+    /// Set when a background flush failed; writers then fail instead of waiting for space that will not come.
+    flush_error: Option<file::FlushError>,
 }
 
 /// The filesystem. Shared as `Arc<Fs>`; every method takes `&self` and is safe to call from many threads.
 pub struct Fs {
-    _chunks: Arc<dyn Chunks>,
+    inner: Mutex<Inner>,
+    /// Signalled when a flush ends or dirty bytes shrink.
+    cond: Condvar,
+    /// Wakes the background flusher.
+    flusher_wake: Condvar,
+    put_gate: RwLock<()>,
+    chunks: Arc<dyn Chunks>,
+    cache: Mutex<ChunkCache>,
+    opts: FsOptions,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-#[allow(unused_variables)]
-impl Fs {
-    /// Opens (creating on first use) the metadata database in `state_dir` over the given chunk store.
-    pub fn start(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
-        Err(Error::NotSupported)
+/// Largest file offset accepted.
+const MAX_FILE_SIZE: u64 = 1 << 60;
+/// A flush stores at most about this much dirty data per round, bounding its extra memory.
+const FLUSH_BATCH: u64 = 32 << 20;
+
+pub(crate) fn now() -> Time {
+    to_time(SystemTime::now())
+}
+
+pub(crate) fn to_time(t: SystemTime) -> Time {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Time {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        },
+        Err(e) => {
+            let d = e.duration();
+            let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
+            if nsec > 0 {
+                sec -= 1;
+                nsec = 1_000_000_000 - nsec;
+            }
+            Time { sec, nsec }
+        }
     }
+}
+
+fn to_system(t: Time) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec as u64)
+    }
+}
+
+impl Inner {
+    /// The current record of `ino`: the in-memory one for open files, else the database's.
+    fn inode(&self, tx: &mut Tx, ino: Ino) -> Result<Inode> {
+        if let Some(f) = self.files.get(&ino) {
+            return Ok(f.inode.clone());
+        }
+        tx.inode(ino)?.ok_or(Error::NotFound)
+    }
+
+    /// Stores an inode record, keeping an open file's in-memory copy in step.
+    fn save(&mut self, tx: &mut Tx, inode: &Inode) -> Result<()> {
+        if let Some(f) = self.files.get_mut(&inode.ino) {
+            f.inode = inode.clone();
+            f.attr_dirty = false;
+        }
+        tx.put_inode(inode)
+    }
+
+    fn attr(&self, inode: &Inode) -> Attr {
+        let dirty = self
+            .files
+            .get(&inode.ino)
+            .map(|f| f.dirty.bytes())
+            .unwrap_or(0);
+        Attr {
+            ino: inode.ino,
+            size: inode.size,
+            blocks: (inode.data_bytes + dirty).div_ceil(512),
+            atime: to_system(inode.atime),
+            mtime: to_system(inode.mtime),
+            ctime: to_system(inode.ctime),
+            kind: FileKind::from_mode(inode.mode).unwrap_or(FileKind::File),
+            perm: (inode.mode & 0o7777) as u16,
+            nlink: inode.nlink,
+            uid: inode.uid,
+            gid: inode.gid,
+            rdev: inode.rdev,
+            generation: inode.generation,
+        }
+    }
+
+    fn add_lookup(&mut self, ino: Ino) {
+        *self.lookups.entry(ino).or_insert(0) += 1;
+    }
+
+    /// Deletes an inode whose last link, lookup and handle are gone, with its data references.
+    fn maybe_reap(&mut self, tx: &mut Tx, ino: Ino) -> Result<()> {
+        if ino == ROOT_INO || self.lookups.get(&ino).copied().unwrap_or(0) > 0 {
+            return Ok(());
+        }
+        if let Some(f) = self.files.get(&ino) {
+            if f.opens > 0 || f.is_flushing {
+                return Ok(());
+            }
+        }
+        let Some(inode) = (match self.files.get(&ino) {
+            Some(f) => Some(f.inode.clone()),
+            None => tx.inode(ino)?,
+        }) else {
+            return Ok(());
+        };
+        if inode.nlink > 0 {
+            return Ok(());
+        }
+        if let Some(f) = self.files.remove(&ino) {
+            self.dirty_total -= f.dirty.bytes();
+        }
+        for e in tx.extents(ino, 0, u64::MAX)? {
+            if let Some(id) = tx.remove_extent(ino, e.offset)? {
+                self.pending_free.push(id);
+            }
+        }
+        tx.delete_inode(ino)
+    }
+
+    /// An inode just lost its last link: reap it now or keep it as an orphan until its last user lets go.
+    fn unlinked(&mut self, tx: &mut Tx, ino: Ino) -> Result<()> {
+        self.maybe_reap(tx, ino)?;
+        if tx.inode(ino)?.is_some() {
+            tx.add_orphan(ino)?;
+        }
+        Ok(())
+    }
+}
+
+impl Fs {
+    /// Opens (creating on first use) the metadata database in `state_dir` over the given chunk store, and starts the
+    /// background flusher and committer.
+    pub fn start(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
+        std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
+        let meta = Meta::open(&state_dir.join("meta.redb"))?;
+        let mut tx = meta.write()?;
+        if tx.inode(ROOT_INO)?.is_none() {
+            let t = now();
+            let root = Inode {
+                ino: ROOT_INO,
+                mode: libc::S_IFDIR | 0o755,
+                nlink: 2,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                generation: 1,
+                parent: ROOT_INO,
+                next_cookie: 3,
+                uid: unsafe { libc::geteuid() },
+                gid: unsafe { libc::getegid() },
+                ..Default::default()
+            };
+            tx.put_inode(&root)?;
+        }
+        let mut inner = Inner {
+            meta,
+            lookups: HashMap::new(),
+            handles: HashMap::new(),
+            next_fh: 1,
+            files: HashMap::new(),
+            dirty_total: 0,
+            pending_free: Vec::new(),
+            unsynced: false,
+            stopping: false,
+            flush_error: None,
+        };
+        // Inodes unlinked while open when the volume last stopped have no users now.
+        for ino in tx.orphans()? {
+            inner.maybe_reap(&mut tx, ino)?;
+        }
+        // Rows of chunks that lost their last reference before a stop are freed at the first durable commit.
+        for (id, row) in tx.all_chunks()? {
+            if row.refs == 0 {
+                inner.pending_free.push(id);
+            }
+        }
+        tx.commit(true)?;
+        let fs = Arc::new(Fs {
+            inner: Mutex::new(inner),
+            cond: Condvar::new(),
+            flusher_wake: Condvar::new(),
+            put_gate: RwLock::new(()),
+            cache: Mutex::new(ChunkCache::new(opts.read_cache_size)),
+            chunks,
+            opts,
+            threads: Mutex::new(Vec::new()),
+        });
+        if !fs.opts.read_only {
+            let weak = Arc::downgrade(&fs);
+            let flusher = std::thread::Builder::new()
+                .name("valencefs-flush".into())
+                .spawn(move || file::flusher_loop(weak))
+                .map_err(|e| Error::io("flusher thread", e))?;
+            let weak = Arc::downgrade(&fs);
+            let committer = std::thread::Builder::new()
+                .name("valencefs-commit".into())
+                .spawn(move || committer_loop(weak))
+                .map_err(|e| Error::io("committer thread", e))?;
+            fs.threads.lock().extend([flusher, committer]);
+        }
+        Ok(fs)
+    }
+
+    /// The options this filesystem runs with.
+    pub fn options(&self) -> &FsOptions {
+        &self.opts
+    }
+
     /// Flushes all dirty data, commits durably and stops background threads. Called at unmount.
     pub fn shutdown(&self) -> Result<()> {
-        Err(Error::NotSupported)
+        let res = self.sync_all();
+        self.inner.lock().stopping = true;
+        self.flusher_wake.notify_all();
+        self.cond.notify_all();
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+        res
     }
+
     /// Makes everything written so far durable (syncfs).
     pub fn sync_all(&self) -> Result<()> {
-        Err(Error::NotSupported)
+        if self.opts.read_only {
+            return Ok(());
+        }
+        let inos: Vec<Ino> = self.inner.lock().files.keys().copied().collect();
+        for ino in inos {
+            self.flush_file(ino, u64::MAX)?;
+        }
+        self.sync_durable()
     }
-    pub fn lookup(&self, ctx: &Ctx, parent: Ino, name: &OsStr) -> Result<Attr> {
-        Err(Error::NotSupported)
+
+    /// Makes every committed change durable: chunk shards first, then the metadata that references them; then frees
+    /// chunks whose last reference is now durably gone.
+    pub(crate) fn sync_durable(&self) -> Result<()> {
+        let _gate = self.put_gate.write();
+        self.chunks.sync()?;
+        let mut g = self.inner.lock();
+        g.meta.commit_durable()?;
+        g.unsynced = false;
+        if g.pending_free.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut g.pending_free);
+        let mut tx = g.meta.write()?;
+        let mut freed = Vec::new();
+        for id in pending {
+            if tx.forget_chunk_if_unused(&id)? {
+                freed.push(id);
+            }
+        }
+        tx.commit(true)?;
+        // Shards go only after the rows are durably gone (FORMAT.md ordering rule); a crash here leaves orphan shards
+        // that gc reclaims. Holding the lock keeps a concurrent flush from seeing the chunk as absent and storing it
+        // again while its shards are being removed.
+        let mut cache = self.cache.lock();
+        for id in freed {
+            cache.remove(&id);
+            if let Err(e) = self.chunks.delete(&id) {
+                log::warn!("freeing chunk {}: {e}", id.to_hex());
+            }
+        }
+        Ok(())
     }
-    pub fn forget(&self, ino: Ino, nlookup: u64) {}
+
+    /// Ends a metadata transaction: durable at once when mounted `sync`, else grouped into the next durable commit.
+    fn finish(&self, g: &mut MutexGuard<'_, Inner>, tx: Tx) -> Result<()> {
+        if self.opts.sync {
+            tx.commit(false)?;
+            g.unsynced = true;
+            return MutexGuard::unlocked(g, || self.sync_durable());
+        }
+        tx.commit(false)?;
+        g.unsynced = true;
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        Err(Error::NotSupported)
+        let g = self.inner.lock();
+        if let Some(f) = g.files.get(&ino) {
+            return Ok(g.attr(&f.inode));
+        }
+        let mut tx = g.meta.write()?;
+        let inode = tx.inode(ino)?.ok_or(Error::NotFound)?;
+        Ok(g.attr(&inode))
     }
-    pub fn setattr(&self, ctx: &Ctx, ino: Ino, set: &SetAttr) -> Result<Attr> {
-        Err(Error::NotSupported)
+
+    pub fn forget(&self, ino: Ino, nlookup: u64) {
+        let mut g = self.inner.lock();
+        let left = match g.lookups.get_mut(&ino) {
+            Some(n) => {
+                *n = n.saturating_sub(nlookup);
+                *n
+            }
+            None => return,
+        };
+        if left == 0 {
+            g.lookups.remove(&ino);
+            let res = (|| {
+                let mut tx = g.meta.write()?;
+                g.maybe_reap(&mut tx, ino)?;
+                self.finish(&mut g, tx)
+            })();
+            if let Err(e) = res {
+                log::warn!("forget {ino}: {e}");
+            }
+        }
     }
-    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        Err(Error::NotSupported)
-    }
-    /// `mode` includes the file type bits; `umask` is applied by the core.
-    pub fn mknod(
-        &self,
-        ctx: &Ctx,
-        parent: Ino,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        rdev: u32,
-    ) -> Result<Attr> {
-        Err(Error::NotSupported)
-    }
-    pub fn mkdir(
-        &self,
-        ctx: &Ctx,
-        parent: Ino,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-    ) -> Result<Attr> {
-        Err(Error::NotSupported)
-    }
-    pub fn unlink(&self, ctx: &Ctx, parent: Ino, name: &OsStr) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    pub fn rmdir(&self, ctx: &Ctx, parent: Ino, name: &OsStr) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    pub fn symlink(&self, ctx: &Ctx, parent: Ino, name: &OsStr, target: &Path) -> Result<Attr> {
-        Err(Error::NotSupported)
-    }
-    /// `flags`: 0, `libc::RENAME_NOREPLACE` or `libc::RENAME_EXCHANGE`.
-    pub fn rename(
-        &self,
-        ctx: &Ctx,
-        parent: Ino,
-        name: &OsStr,
-        newparent: Ino,
-        newname: &OsStr,
-        flags: u32,
-    ) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    pub fn link(&self, ctx: &Ctx, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Attr> {
-        Err(Error::NotSupported)
-    }
-    /// Opens a file; `flags` are the open(2) flags (O_TRUNC, O_APPEND and the access mode matter). Returns a handle.
-    pub fn open(&self, ctx: &Ctx, ino: Ino, flags: i32) -> Result<u64> {
-        Err(Error::NotSupported)
-    }
-    /// Creates and opens a regular file; adds a lookup like `lookup`.
-    pub fn create(
-        &self,
-        ctx: &Ctx,
-        parent: Ino,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-    ) -> Result<(Attr, u64)> {
-        Err(Error::NotSupported)
-    }
-    /// Reads up to `size` bytes at `offset` (short only at end of file).
-    pub fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        Err(Error::NotSupported)
-    }
-    /// Writes `data` at `offset` (or at the end for handles opened with O_APPEND); returns bytes written.
-    pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        Err(Error::NotSupported)
-    }
-    /// Called at each close(2) of a descriptor.
-    pub fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    /// Last close of a handle.
-    pub fn release(&self, ino: Ino, fh: u64) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    /// Returns once the file's data and metadata are durable.
-    pub fn fsync(&self, ino: Ino, fh: u64, datasync: bool) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    /// `mode`: 0 or `libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE` (also KEEP_SIZE alone).
-    pub fn fallocate(&self, ino: Ino, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    pub fn opendir(&self, ctx: &Ctx, ino: Ino, flags: i32) -> Result<u64> {
-        Err(Error::NotSupported)
-    }
-    /// Entries after cookie `offset` (0 = from the start, including "." and ".."), at most `max` of them.
-    pub fn readdir(&self, ino: Ino, fh: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
-        Err(Error::NotSupported)
-    }
-    pub fn releasedir(&self, ino: Ino, fh: u64) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    pub fn fsyncdir(&self, ino: Ino, fh: u64, datasync: bool) -> Result<()> {
-        Err(Error::NotSupported)
-    }
+
     pub fn statfs(&self) -> Result<StatFs> {
-        Err(Error::NotSupported)
+        let g = self.inner.lock();
+        let mut tx = g.meta.write()?;
+        let totals = tx.totals()?;
+        drop(tx);
+        let bsize = 4096u64;
+        let (total, free) = self
+            .chunks
+            .space()
+            .unwrap_or((1 << 50, (1u64 << 50).saturating_sub(totals.chunk_bytes)));
+        let files = totals.inodes;
+        Ok(StatFs {
+            blocks: total / bsize,
+            bfree: free / bsize,
+            bavail: free / bsize,
+            files: files + (1 << 32),
+            ffree: 1 << 32,
+            bsize: bsize as u32,
+            namelen: NAME_MAX as u32,
+            frsize: bsize as u32,
+        })
     }
-    /// `flags`: 0, `libc::XATTR_CREATE` or `libc::XATTR_REPLACE`.
-    pub fn setxattr(
-        &self,
-        ctx: &Ctx,
-        ino: Ino,
-        name: &OsStr,
-        value: &[u8],
-        flags: i32,
-    ) -> Result<()> {
-        Err(Error::NotSupported)
+
+    /// Logical bytes referenced, unique chunk bytes and bytes stored on disks (for status and tests).
+    pub fn usage(&self) -> Result<crate::meta::Totals> {
+        let g = self.inner.lock();
+        let mut tx = g.meta.write()?;
+        tx.totals()
     }
-    pub fn getxattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
-        Err(Error::NotSupported)
-    }
-    /// Attribute names, each followed by a NUL byte.
-    pub fn listxattr(&self, ctx: &Ctx, ino: Ino) -> Result<Vec<u8>> {
-        Err(Error::NotSupported)
-    }
-    pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    /// `mask`: `libc::F_OK` or a combination of R_OK/W_OK/X_OK.
-    pub fn access(&self, ctx: &Ctx, ino: Ino, mask: i32) -> Result<()> {
-        Err(Error::NotSupported)
-    }
-    /// SEEK_DATA / SEEK_HOLE support: next offset ≥ `offset` that is data (`whence` = libc::SEEK_DATA) or hole.
-    pub fn lseek(&self, ino: Ino, fh: u64, offset: i64, whence: i32) -> Result<i64> {
-        Err(Error::NotSupported)
+}
+
+/// Background durable commits every `commit_interval_secs` (and chunk freeing after them).
+fn committer_loop(fs: std::sync::Weak<Fs>) {
+    let mut last = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(f) = fs.upgrade() else { return };
+        {
+            let g = f.inner.lock();
+            if g.stopping {
+                return;
+            }
+            if last.elapsed() < Duration::from_secs(f.opts.commit_interval_secs.max(1)) {
+                continue;
+            }
+            last = Instant::now();
+            if !g.unsynced && g.pending_free.is_empty() {
+                continue;
+            }
+        }
+        if let Err(e) = f.sync_durable() {
+            log::error!("background commit failed: {e}");
+        }
     }
 }

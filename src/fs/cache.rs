@@ -1,0 +1,298 @@
+//! In-memory caches of the core: a file's dirty byte ranges (write-back) and the clean-chunk LRU (read cache).
+
+use crate::store::ChunkId;
+use lru::LruCache;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A dirty extent stops growing by appends at this size, so a flush can take a bounded batch without copying.
+const MAX_EXTENT: usize = 4 << 20;
+
+/// Dirty (written, not yet stored) byte ranges of one file. Ranges never overlap; adjacent ones may exist.
+#[derive(Default, Debug)]
+pub struct DirtyMap {
+    map: BTreeMap<u64, Vec<u8>>,
+    bytes: u64,
+}
+
+impl DirtyMap {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Writes `data` at `off`, newest data winning. Returns the change in dirty bytes.
+    pub fn insert(&mut self, off: u64, data: &[u8]) -> i64 {
+        if data.is_empty() {
+            return 0;
+        }
+        let end = off + data.len() as u64;
+        let before = self.bytes;
+        // Fast path: extend (or overwrite within) the extent that starts at or before `off` and reaches it,
+        // when no later extent is touched.
+        if let Some((start, ext_len)) = self
+            .map
+            .range(..=off)
+            .next_back()
+            .map(|(&s, d)| (s, d.len()))
+        {
+            let ext_end = start + ext_len as u64;
+            let next_overlaps = self.map.range(off + 1..end).next().is_some();
+            if !next_overlaps && (off < ext_end || (off == ext_end && ext_len < MAX_EXTENT)) {
+                let ext = self.map.get_mut(&start).expect("just found");
+                let rel = (off - start) as usize;
+                if rel + data.len() > ext.len() {
+                    ext.resize(rel + data.len(), 0);
+                }
+                ext[rel..rel + data.len()].copy_from_slice(data);
+                self.bytes = self.bytes - (ext_end - start) + ext.len() as u64;
+                return self.bytes as i64 - before as i64;
+            }
+        }
+        // General case: merge every overlapping extent with the new data into one.
+        let overlapping: Vec<u64> = self
+            .map
+            .range(..end)
+            .rev()
+            .take_while(|(&s, d)| s + d.len() as u64 > off)
+            .map(|(&s, _)| s)
+            .collect();
+        let mut new_start = off;
+        let mut new_end = end;
+        let mut old = Vec::new();
+        for s in overlapping {
+            let d = self.map.remove(&s).expect("listed");
+            self.bytes -= d.len() as u64;
+            new_start = new_start.min(s);
+            new_end = new_end.max(s + d.len() as u64);
+            old.push((s, d));
+        }
+        let mut buf = vec![0u8; (new_end - new_start) as usize];
+        for (s, d) in old {
+            let rel = (s - new_start) as usize;
+            buf[rel..rel + d.len()].copy_from_slice(&d);
+        }
+        let rel = (off - new_start) as usize;
+        buf[rel..rel + data.len()].copy_from_slice(data);
+        self.bytes += buf.len() as u64;
+        self.map.insert(new_start, buf);
+        self.bytes as i64 - before as i64
+    }
+
+    /// Puts back data taken by a failed flush without overwriting anything written since.
+    pub fn insert_under(&mut self, off: u64, data: &[u8]) -> i64 {
+        let mut delta = 0;
+        let mut pos = off;
+        let end = off + data.len() as u64;
+        while pos < end {
+            // Find the next dirty extent at or after pos (or covering it).
+            let covering = self
+                .map
+                .range(..=pos)
+                .next_back()
+                .filter(|(&s, d)| s + d.len() as u64 > pos)
+                .map(|(&s, d)| s + d.len() as u64);
+            if let Some(e) = covering {
+                pos = e.min(end);
+                continue;
+            }
+            let next = self
+                .map
+                .range(pos..end)
+                .next()
+                .map(|(&s, _)| s)
+                .unwrap_or(end);
+            let slice = &data[(pos - off) as usize..(next - off) as usize];
+            self.map.insert(pos, slice.to_vec());
+            self.bytes += slice.len() as u64;
+            delta += slice.len() as i64;
+            pos = next;
+        }
+        delta
+    }
+
+    /// Copies dirty bytes that fall in `[off, off + buf.len())` into `buf`.
+    pub fn overlay(&self, off: u64, buf: &mut [u8]) {
+        overlay_ranges(
+            self.map
+                .range(..off + buf.len() as u64)
+                .map(|(&s, d)| (s, d.as_slice())),
+            off,
+            buf,
+        );
+    }
+
+    /// Removes up to about `limit` bytes of dirty extents, lowest offsets first.
+    pub fn take_batch(&mut self, limit: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut taken = 0u64;
+        while taken < limit {
+            let Some((s, d)) = self.map.pop_first() else {
+                break;
+            };
+            taken += d.len() as u64;
+            self.bytes -= d.len() as u64;
+            out.push((s, d));
+        }
+        out
+    }
+
+    /// Drops dirty bytes in `[off, off + len)`. Returns the (negative) change in dirty bytes.
+    pub fn punch(&mut self, off: u64, len: u64) -> i64 {
+        let end = off.saturating_add(len);
+        let before = self.bytes;
+        let hit: Vec<u64> = self
+            .map
+            .range(..end)
+            .rev()
+            .take_while(|(&s, d)| s + d.len() as u64 > off)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in hit {
+            let mut d = self.map.remove(&s).expect("listed");
+            self.bytes -= d.len() as u64;
+            let e = s + d.len() as u64;
+            if e > end {
+                let tail = d.split_off((end - s) as usize);
+                self.bytes += tail.len() as u64;
+                self.map.insert(end, tail);
+            }
+            if s < off {
+                d.truncate((off - s) as usize);
+                self.bytes += d.len() as u64;
+                self.map.insert(s, d);
+            }
+        }
+        self.bytes as i64 - before as i64
+    }
+
+    /// The dirty ranges as (start, end) pairs.
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        self.map
+            .iter()
+            .map(|(&s, d)| (s, s + d.len() as u64))
+            .collect()
+    }
+}
+
+/// Copies the parts of `ranges` (start, bytes) that fall in `[off, off + buf.len())` into `buf`.
+pub fn overlay_ranges<'a>(ranges: impl Iterator<Item = (u64, &'a [u8])>, off: u64, buf: &mut [u8]) {
+    let end = off + buf.len() as u64;
+    for (s, d) in ranges {
+        let e = s + d.len() as u64;
+        if e <= off || s >= end {
+            continue;
+        }
+        let from = s.max(off);
+        let to = e.min(end);
+        buf[(from - off) as usize..(to - off) as usize]
+            .copy_from_slice(&d[(from - s) as usize..(to - s) as usize]);
+    }
+}
+
+/// Recently read chunk plaintexts, bounded in bytes.
+pub struct ChunkCache {
+    lru: LruCache<ChunkId, Arc<Vec<u8>>>,
+    bytes: u64,
+    budget: u64,
+}
+
+impl ChunkCache {
+    pub fn new(budget: u64) -> Self {
+        ChunkCache {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    pub fn get(&mut self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+        self.lru.get(id).cloned()
+    }
+
+    pub fn insert(&mut self, id: ChunkId, data: Arc<Vec<u8>>) {
+        if data.len() as u64 > self.budget {
+            return;
+        }
+        self.bytes += data.len() as u64;
+        if let Some(old) = self.lru.put(id, data) {
+            self.bytes -= old.len() as u64;
+        }
+        while self.bytes > self.budget {
+            match self.lru.pop_lru() {
+                Some((_, d)) => self.bytes -= d.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &ChunkId) {
+        if let Some(d) = self.lru.pop(id) {
+            self.bytes -= d.len() as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(m: &DirtyMap, off: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        m.overlay(off, &mut b);
+        b
+    }
+
+    #[test]
+    fn dirty_map_matches_a_flat_model() {
+        let mut rng = 12345u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut m = DirtyMap::default();
+        let mut model = vec![0u8; 4096];
+        for round in 0..2000 {
+            let off = next() % 4000;
+            let len = (next() % 96) as usize;
+            let op = next() % 10;
+            if op < 7 {
+                let byte = (round % 250 + 1) as u8;
+                let data = vec![byte; len.min(4096 - off as usize)];
+                m.insert(off, &data);
+                model[off as usize..off as usize + data.len()].copy_from_slice(&data);
+            } else if op < 9 {
+                m.punch(off, len as u64);
+                model[off as usize..(off as usize + len).min(4096)].fill(0);
+            } else {
+                let taken = m.take_batch(100);
+                for (s, d) in taken.iter().rev() {
+                    m.insert_under(*s, d);
+                }
+            }
+            assert_eq!(read(&m, 0, 4096), model, "round {round}");
+            let ranges = m.ranges();
+            assert_eq!(m.bytes(), ranges.iter().map(|(s, e)| e - s).sum::<u64>());
+            assert!(
+                ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+                "overlap at round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_cache_stays_in_budget() {
+        let mut c = ChunkCache::new(100);
+        for i in 0..10u8 {
+            c.insert(ChunkId([i; 32]), Arc::new(vec![i; 30]));
+        }
+        assert!(c.bytes <= 100);
+        assert!(c.get(&ChunkId([9; 32])).is_some());
+        assert!(c.get(&ChunkId([0; 32])).is_none());
+    }
+}

@@ -1,0 +1,729 @@
+//! File data: open/read/write/release, truncate and hole punching, and the flush that turns dirty ranges into chunks.
+//!
+//! A flush takes a batch of a file's dirty ranges, widens each to the stored extents it overlaps (and the one that
+//! ends where it starts, so appends re-chunk the previous tail and cut points stay content-defined), re-chunks that
+//! region, stores new chunks outside the lock, then swaps the extents in one metadata transaction.
+
+use super::perm::{self, R, W};
+use super::*;
+use crate::meta::Extent;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+impl Fs {
+    pub fn open(&self, ctx: &Ctx, ino: Ino, flags: i32) -> Result<u64> {
+        self.open_inner(ctx, ino, flags, true)
+    }
+
+    fn open_inner(&self, ctx: &Ctx, ino: Ino, flags: i32, check: bool) -> Result<u64> {
+        let acc = flags & libc::O_ACCMODE;
+        let wants_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if wants_write {
+            self.writable()?;
+        }
+        let fh = {
+            let mut g = self.inner.lock();
+            let mut tx = g.meta.write()?;
+            let inode = g.inode(&mut tx, ino)?;
+            if inode.is_dir() && wants_write {
+                return Err(Error::IsDir);
+            }
+            if check {
+                let mut mask = 0;
+                if acc == libc::O_RDONLY || acc == libc::O_RDWR {
+                    mask |= R;
+                }
+                if wants_write {
+                    mask |= W;
+                }
+                perm::check(self.opts.check_permissions, ctx, &inode, mask)?;
+            }
+            let fh = g.next_fh;
+            g.next_fh += 1;
+            g.handles.insert(fh, Handle { ino, flags });
+            if inode.is_file() {
+                g.files
+                    .entry(ino)
+                    .or_insert_with(|| FileState::new(inode))
+                    .opens += 1;
+            }
+            fh
+        };
+        if flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY {
+            if let Err(e) = self.truncate(ctx, ino, 0) {
+                let _ = self.release(ino, fh);
+                return Err(e);
+            }
+        }
+        Ok(fh)
+    }
+
+    /// Creates and opens a regular file; adds a lookup like `lookup`.
+    pub fn create(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Attr, u64)> {
+        let attr = self.mknod(ctx, parent, name, libc::S_IFREG | (mode & 0o7777), umask, 0)?;
+        let fh = self.open_inner(ctx, attr.ino, flags & !libc::O_TRUNC, false)?;
+        Ok((attr, fh))
+    }
+
+    /// A chunk's plaintext, from the read cache or the store.
+    fn chunk(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+        if let Some(d) = self.cache.lock().get(id) {
+            return Ok(d);
+        }
+        let d = Arc::new(self.chunks.get(id)?);
+        self.cache.lock().insert(*id, d.clone());
+        Ok(d)
+    }
+
+    /// Reads up to `size` bytes at `offset` (short only at end of file).
+    pub fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        match self.read_once(ino, fh, offset, size) {
+            // A chunk freed between taking the extent list and reading it: the next snapshot no longer names it.
+            Err(Error::Unrecoverable { .. }) | Err(Error::NotFound) => {
+                self.read_once(ino, fh, offset, size)
+            }
+            r => r,
+        }
+    }
+
+    fn read_once(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let (extents, flushing, dirty, len) = {
+            let mut g = self.inner.lock();
+            if !g.handles.contains_key(&fh) {
+                return Err(Error::BadHandle);
+            }
+            let mut tx = g.meta.write()?;
+            let inode = g.inode(&mut tx, ino)?;
+            if inode.is_dir() {
+                return Err(Error::IsDir);
+            }
+            if offset >= inode.size {
+                return Ok(Vec::new());
+            }
+            let len = (inode.size - offset).min(size as u64) as usize;
+            let end = offset + len as u64;
+            let extents = tx.extents(ino, offset, end)?;
+            drop(tx);
+            let noatime = self.opts.noatime || self.opts.read_only;
+            let f = g.files.get_mut(&ino);
+            let (flushing, dirty) = match f {
+                Some(f) => {
+                    let mut d = vec![0u8; 0];
+                    let ranges = f.dirty.ranges();
+                    let mut dirty = Vec::new();
+                    for (s, e) in ranges {
+                        if e > offset && s < end {
+                            let from = s.max(offset);
+                            let to = e.min(end);
+                            d.resize((to - from) as usize, 0);
+                            f.dirty.overlay(from, &mut d);
+                            dirty.push((from, std::mem::take(&mut d)));
+                        }
+                    }
+                    // relatime: update atime when it is older than mtime/ctime or a day old.
+                    if !noatime {
+                        let t = now();
+                        let i = &mut f.inode;
+                        if i.atime <= i.mtime || i.atime <= i.ctime || t.sec - i.atime.sec >= 86400
+                        {
+                            i.atime = t;
+                            f.attr_dirty = true;
+                        }
+                    }
+                    (f.flushing.clone(), dirty)
+                }
+                None => (Vec::new(), Vec::new()),
+            };
+            (extents, flushing, dirty, len)
+        };
+        let mut buf = vec![0u8; len];
+        for e in &extents {
+            let data = self.chunk(&e.chunk)?;
+            let src_start = e.chunk_offset as usize;
+            let piece = data
+                .get(src_start..src_start + e.len as usize)
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "chunk {} shorter than its extent",
+                        e.chunk.to_hex()
+                    ))
+                })?;
+            cache::overlay_ranges(std::iter::once((e.offset, piece)), offset, &mut buf);
+        }
+        cache::overlay_ranges(
+            flushing.iter().map(|(s, d)| (*s, d.as_slice())),
+            offset,
+            &mut buf,
+        );
+        cache::overlay_ranges(
+            dirty.iter().map(|(s, d)| (*s, d.as_slice())),
+            offset,
+            &mut buf,
+        );
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` (or at the end for handles opened with O_APPEND); returns bytes written.
+    pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.writable()?;
+        {
+            let mut g = self.inner.lock();
+            let flags = g.handles.get(&fh).ok_or(Error::BadHandle)?.flags;
+            if flags & libc::O_ACCMODE == libc::O_RDONLY {
+                return Err(Error::BadHandle);
+            }
+            let budget = self.opts.cache_size;
+            while g.dirty_total > 0 && g.dirty_total + data.len() as u64 > budget && !g.stopping {
+                if let Some(e) = &g.flush_error {
+                    return Err(e.to_error());
+                }
+                self.flusher_wake.notify_all();
+                self.cond.wait_for(&mut g, Duration::from_millis(200));
+            }
+            let f = g.files.get_mut(&ino).ok_or(Error::BadHandle)?;
+            let off = if flags & libc::O_APPEND != 0 {
+                f.inode.size
+            } else {
+                offset
+            };
+            let end = off
+                .checked_add(data.len() as u64)
+                .ok_or(Error::FileTooBig)?;
+            if end > MAX_FILE_SIZE {
+                return Err(Error::FileTooBig);
+            }
+            let delta = f.dirty.insert(off, data);
+            let t = now();
+            f.inode.size = f.inode.size.max(end);
+            f.inode.mtime = t;
+            f.inode.ctime = t;
+            f.attr_dirty = true;
+            f.dirty_since.get_or_insert_with(Instant::now);
+            g.dirty_total = (g.dirty_total as i64 + delta) as u64;
+            if g.dirty_total > budget / 4 {
+                self.flusher_wake.notify_all();
+            }
+        }
+        if self.opts.sync {
+            self.fsync(ino, fh, false)?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Called at each close(2) of a descriptor. Nothing is promised durable by it unless mounted `sync`.
+    pub fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
+        if self.opts.sync {
+            return self.fsync(ino, fh, false);
+        }
+        Ok(())
+    }
+
+    /// Last close of a handle.
+    pub fn release(&self, ino: Ino, fh: u64) -> Result<()> {
+        let mut g = self.inner.lock();
+        g.handles.remove(&fh);
+        let Some(f) = g.files.get_mut(&ino) else {
+            return Ok(());
+        };
+        f.opens = f.opens.saturating_sub(1);
+        let dirty = !f.dirty.is_empty();
+        self.settle(&mut g, ino)?;
+        if dirty {
+            self.flusher_wake.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Stores an idle file's pending attributes and drops its in-memory state (reaping it if unlinked).
+    fn settle(&self, g: &mut MutexGuard<'_, Inner>, ino: Ino) -> Result<()> {
+        let Some(f) = g.files.get(&ino) else {
+            return Ok(());
+        };
+        if !f.idle() {
+            return Ok(());
+        }
+        let mut tx = g.meta.write()?;
+        let f = g.files.remove(&ino).expect("present");
+        if f.attr_dirty && f.inode.nlink > 0 {
+            tx.put_inode(&f.inode)?;
+        }
+        if f.inode.nlink == 0 {
+            // Keep the record current for the reap below, which reads it from the database.
+            tx.put_inode(&f.inode)?;
+            g.maybe_reap(&mut tx, ino)?;
+        }
+        self.finish(g, tx)
+    }
+
+    /// Returns once the file's data and metadata are durable.
+    pub fn fsync(&self, ino: Ino, _fh: u64, _datasync: bool) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        self.flush_file(ino, u64::MAX)?;
+        {
+            let mut g = self.inner.lock();
+            if let Some(f) = g.files.get(&ino) {
+                if f.attr_dirty {
+                    let inode = f.inode.clone();
+                    let mut tx = g.meta.write()?;
+                    g.save(&mut tx, &inode)?;
+                    tx.commit(false)?;
+                    g.unsynced = true;
+                }
+            }
+        }
+        self.sync_durable()
+    }
+
+    /// Waits until no flush of `ino` is running (truncate and hole punching must not race one).
+    fn wait_not_flushing(&self, g: &mut MutexGuard<'_, Inner>, ino: Ino) {
+        while g.files.get(&ino).is_some_and(|f| f.is_flushing) {
+            self.cond.wait(g);
+        }
+    }
+
+    /// Removes the file's data in `[start, end)`: stored extents are cut (their chunks stay shared), dirty bytes
+    /// dropped. Returns the change in stored extent bytes.
+    fn cut_range(&self, g: &mut Inner, tx: &mut Tx, ino: Ino, start: u64, end: u64) -> Result<i64> {
+        let mut delta = 0i64;
+        for e in tx.extents(ino, start, end)? {
+            if let Some(id) = tx.remove_extent(ino, e.offset)? {
+                g.pending_free.push(id);
+            }
+            delta -= e.len as i64;
+            if e.offset < start {
+                let left = Extent {
+                    len: (start - e.offset) as u32,
+                    ..e
+                };
+                tx.put_extent(ino, &left)?;
+                delta += left.len as i64;
+            }
+            if e.end() > end {
+                let right = Extent {
+                    offset: end,
+                    chunk_offset: e.chunk_offset + (end - e.offset) as u32,
+                    len: (e.end() - end) as u32,
+                    chunk: e.chunk,
+                };
+                tx.put_extent(ino, &right)?;
+                delta += right.len as i64;
+            }
+        }
+        if let Some(f) = g.files.get_mut(&ino) {
+            let d = f.dirty.punch(start, end - start);
+            g.dirty_total = (g.dirty_total as i64 + d) as u64;
+        }
+        Ok(delta)
+    }
+
+    /// Sets a regular file's size, dropping data beyond it.
+    pub(crate) fn truncate(&self, ctx: &Ctx, ino: Ino, size: u64) -> Result<()> {
+        self.writable()?;
+        if size > MAX_FILE_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        let mut g = self.inner.lock();
+        self.wait_not_flushing(&mut g, ino);
+        let mut tx = g.meta.write()?;
+        let mut inode = g.inode(&mut tx, ino)?;
+        if inode.is_dir() {
+            return Err(Error::IsDir);
+        }
+        if !inode.is_file() {
+            return Err(Error::Invalid("truncate of a special file".into()));
+        }
+        if self.opts.check_permissions && !g.handles.values().any(|h| h.ino == ino) {
+            perm::check(true, ctx, &inode, W)?;
+        }
+        if size < inode.size {
+            let d = self.cut_range(&mut g, &mut tx, ino, size, u64::MAX)?;
+            inode.data_bytes = (inode.data_bytes as i64 + d).max(0) as u64;
+        }
+        let t = now();
+        inode.size = size;
+        inode.mtime = t;
+        inode.ctime = t;
+        g.save(&mut tx, &inode)?;
+        self.finish(&mut g, tx)
+    }
+
+    /// `mode`: 0 (extend), `FALLOC_FL_KEEP_SIZE`, or `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`.
+    pub fn fallocate(&self, ino: Ino, _fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        self.writable()?;
+        let end = offset
+            .checked_add(length)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(Error::FileTooBig)?;
+        if length == 0 {
+            return Err(Error::Invalid("zero length".into()));
+        }
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        let mut g = self.inner.lock();
+        self.wait_not_flushing(&mut g, ino);
+        let mut tx = g.meta.write()?;
+        let mut inode = g.inode(&mut tx, ino)?;
+        if !inode.is_file() {
+            return Err(if inode.is_dir() {
+                Error::IsDir
+            } else {
+                Error::NotSupported
+            });
+        }
+        let t = now();
+        match mode {
+            0 => {
+                if end > inode.size {
+                    inode.size = end;
+                }
+            }
+            libc::FALLOC_FL_KEEP_SIZE => {}
+            m if m == punch => {
+                let stop = end.min(inode.size);
+                if offset < stop {
+                    let d = self.cut_range(&mut g, &mut tx, ino, offset, stop)?;
+                    inode.data_bytes = (inode.data_bytes as i64 + d).max(0) as u64;
+                    inode.mtime = t;
+                }
+            }
+            _ => return Err(Error::NotSupported),
+        }
+        inode.ctime = t;
+        g.save(&mut tx, &inode)?;
+        self.finish(&mut g, tx)
+    }
+
+    /// SEEK_DATA / SEEK_HOLE: the next offset ≥ `offset` that is data or hole.
+    pub fn lseek(&self, ino: Ino, _fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let g = self.inner.lock();
+        let mut tx = g.meta.write()?;
+        let inode = g.inode(&mut tx, ino)?;
+        if offset < 0 {
+            return Err(Error::Invalid("negative offset".into()));
+        }
+        let off = offset as u64;
+        if off >= inode.size {
+            return Err(Error::NoSuchOffset);
+        }
+        let mut ranges: Vec<(u64, u64)> = tx
+            .extents(ino, off, u64::MAX)?
+            .iter()
+            .map(|e| (e.offset, e.end()))
+            .collect();
+        if let Some(f) = g.files.get(&ino) {
+            ranges.extend(f.dirty.ranges());
+            ranges.extend(f.flushing.iter().map(|(s, d)| (*s, s + d.len() as u64)));
+        }
+        ranges.retain(|&(_, e)| e > off);
+        ranges.sort_unstable();
+        match whence {
+            libc::SEEK_DATA => match ranges.first() {
+                Some(&(s, _)) if s.max(off) < inode.size => Ok(s.max(off) as i64),
+                _ => Err(Error::NoSuchOffset),
+            },
+            libc::SEEK_HOLE => {
+                let mut pos = off;
+                for (s, e) in ranges {
+                    if s > pos {
+                        break;
+                    }
+                    pos = pos.max(e);
+                }
+                Ok(pos.min(inode.size) as i64)
+            }
+            _ => Err(Error::Invalid("whence".into())),
+        }
+    }
+
+    /// Flushes up to about `limit` bytes of the file's dirty data into the chunk store.
+    pub(crate) fn flush_file(&self, ino: Ino, limit: u64) -> Result<()> {
+        let mut done = 0u64;
+        while done < limit {
+            let n = self.flush_round(ino)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// One flush batch; returns the dirty bytes it stored (0 when the file was clean).
+    fn flush_round(&self, ino: Ino) -> Result<u64> {
+        let _gate = self.put_gate.read();
+        let mut g = self.inner.lock();
+        self.wait_not_flushing(&mut g, ino);
+        let Some(f) = g.files.get_mut(&ino) else {
+            return Ok(0);
+        };
+        if f.dirty.is_empty() {
+            if f.attr_dirty {
+                let inode = f.inode.clone();
+                let mut tx = g.meta.write()?;
+                g.save(&mut tx, &inode)?;
+                self.finish(&mut g, tx)?;
+            }
+            self.settle(&mut g, ino)?;
+            return Ok(0);
+        }
+        let batch: Vec<(u64, Arc<Vec<u8>>)> = f
+            .dirty
+            .take_batch(FLUSH_BATCH)
+            .into_iter()
+            .map(|(s, d)| (s, Arc::new(d)))
+            .collect();
+        f.dirty_since = if f.dirty.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        f.flushing = batch.clone();
+        f.is_flushing = true;
+        let batch_bytes: u64 = batch.iter().map(|(_, d)| d.len() as u64).sum();
+        let old = {
+            let mut tx = g.meta.write()?;
+            let mut old = BTreeMap::new();
+            for (s, d) in &batch {
+                for x in tx.extents(ino, s.saturating_sub(1), s + d.len() as u64)? {
+                    old.insert(x.offset, x);
+                }
+            }
+            old
+        };
+        drop(g);
+        let stored = self.store_regions(&batch, &old);
+        let mut g = self.inner.lock();
+        let res = match stored {
+            Ok((new_extents, new_chunks)) => {
+                self.commit_flush(&mut g, ino, &old, &new_extents, &new_chunks)
+            }
+            Err(e) => Err(e),
+        };
+        let f = g
+            .files
+            .get_mut(&ino)
+            .expect("a flushing file keeps its state");
+        f.flushing.clear();
+        f.is_flushing = false;
+        let mut total = g.dirty_total - batch_bytes;
+        if let Err(e) = &res {
+            let f = g.files.get_mut(&ino).expect("present");
+            for (s, d) in batch.iter().rev() {
+                total = (total as i64 + f.dirty.insert_under(*s, d)) as u64;
+            }
+            f.dirty_since.get_or_insert_with(Instant::now);
+            g.flush_error = Some(FlushError::from(e));
+            log::error!("flushing inode {ino}: {e}");
+        } else {
+            g.flush_error = None;
+        }
+        g.dirty_total = total;
+        self.cond.notify_all();
+        self.settle(&mut g, ino)?;
+        res.map(|_| batch_bytes)
+    }
+
+    /// Re-chunks each region touched by `batch` and stores the chunks that are new. Runs without the lock.
+    #[allow(clippy::type_complexity)]
+    fn store_regions(
+        &self,
+        batch: &[(u64, Arc<Vec<u8>>)],
+        old: &BTreeMap<u64, Extent>,
+    ) -> Result<(Vec<Extent>, Vec<(ChunkId, u64, u64)>)> {
+        // Regions: unions of batch ranges and the old extents they touch, merged when they overlap or meet.
+        let mut spans: Vec<(u64, u64)> = batch
+            .iter()
+            .map(|(s, d)| (*s, s + d.len() as u64))
+            .collect();
+        spans.extend(old.values().map(|e| (e.offset, e.end())));
+        spans.sort_unstable();
+        let mut regions: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in spans {
+            match regions.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => regions.push((s, e)),
+            }
+        }
+        let mut pieces: Vec<(u64, Arc<Vec<u8>>, usize, usize)> = Vec::new(); // (file offset, region buf, start, len)
+        for (rs, re) in regions {
+            let mut buf = vec![0u8; (re - rs) as usize];
+            for e in old.values().filter(|e| e.offset >= rs && e.end() <= re) {
+                let data = self.chunk(&e.chunk)?;
+                let piece = data
+                    .get(e.chunk_offset as usize..e.chunk_offset as usize + e.len as usize)
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "chunk {} shorter than its extent",
+                            e.chunk.to_hex()
+                        ))
+                    })?;
+                cache::overlay_ranges(std::iter::once((e.offset, piece)), rs, &mut buf);
+            }
+            cache::overlay_ranges(batch.iter().map(|(s, d)| (*s, d.as_slice())), rs, &mut buf);
+            let buf = Arc::new(buf);
+            let mut at = 0usize;
+            for len in self.chunks.chunk_lengths(&buf) {
+                pieces.push((rs + at as u64, buf.clone(), at, len));
+                at += len;
+            }
+        }
+        // All-zero pieces become holes: sparse data costs nothing.
+        pieces.retain(|(_, b, s, l)| b[*s..s + l].iter().any(|&x| x != 0));
+        let ids: Vec<ChunkId> = pieces
+            .iter()
+            .map(|(_, b, s, l)| self.chunks.chunk_id(&b[*s..s + l]))
+            .collect();
+        let mut extents = Vec::with_capacity(pieces.len());
+        for ((off, _, _, len), id) in pieces.iter().zip(&ids) {
+            extents.push(Extent {
+                offset: *off,
+                chunk: *id,
+                chunk_offset: 0,
+                len: *len as u32,
+            });
+        }
+        // Which chunks are new? The put gate (held by our caller) keeps a known chunk from being freed meanwhile.
+        let mut todo: Vec<usize> = Vec::new();
+        {
+            let g = self.inner.lock();
+            let mut tx = g.meta.write()?;
+            let mut seen = std::collections::HashSet::new();
+            for (i, id) in ids.iter().enumerate() {
+                if seen.insert(*id) && tx.chunk(id)?.is_none() {
+                    todo.push(i);
+                }
+            }
+        }
+        let results: Vec<Mutex<Option<Result<u64>>>> =
+            todo.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 4)
+            .min(todo.len());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = todo.get(k) else { break };
+                    let (_, b, st, l) = &pieces[i];
+                    *results[k].lock() = Some(self.chunks.put(&ids[i], &b[*st..st + l]));
+                });
+            }
+        });
+        let mut new_chunks = Vec::with_capacity(todo.len());
+        for (k, &i) in todo.iter().enumerate() {
+            let stored = results[k].lock().take().expect("every job ran")?;
+            new_chunks.push((ids[i], pieces[i].3 as u64, stored));
+        }
+        Ok((extents, new_chunks))
+    }
+
+    /// Swaps a flushed region's old extents for the new ones in one metadata transaction.
+    fn commit_flush(
+        &self,
+        g: &mut MutexGuard<'_, Inner>,
+        ino: Ino,
+        old: &BTreeMap<u64, Extent>,
+        new_extents: &[Extent],
+        new_chunks: &[(ChunkId, u64, u64)],
+    ) -> Result<()> {
+        let mut tx = g.meta.write()?;
+        let mut delta = 0i64;
+        for x in old.values() {
+            if let Some(id) = tx.remove_extent(ino, x.offset)? {
+                g.pending_free.push(id);
+            }
+            delta -= x.len as i64;
+        }
+        for (id, len, stored) in new_chunks {
+            tx.ensure_chunk(id, *len, *stored)?;
+        }
+        for e in new_extents {
+            tx.put_extent(ino, e)?;
+            delta += e.len as i64;
+        }
+        let f = g
+            .files
+            .get_mut(&ino)
+            .expect("a flushing file keeps its state");
+        f.inode.data_bytes = (f.inode.data_bytes as i64 + delta).max(0) as u64;
+        let inode = f.inode.clone();
+        g.save(&mut tx, &inode)?;
+        self.finish(g, tx)
+    }
+}
+
+/// The last background flush failure, kept so writers get an error instead of waiting forever.
+pub(crate) struct FlushError {
+    no_space: bool,
+    message: String,
+}
+
+impl FlushError {
+    fn from(e: &Error) -> Self {
+        FlushError {
+            no_space: e.errno() == libc::ENOSPC,
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn to_error(&self) -> Error {
+        if self.no_space {
+            Error::NoSpace {
+                disk: self.message.clone(),
+            }
+        } else {
+            Error::io(&self.message, std::io::Error::from_raw_os_error(libc::EIO))
+        }
+    }
+}
+
+/// Background writeback: flushes the file with the most dirty data when over a quarter of the budget, and any file
+/// whose oldest dirty byte is older than the commit interval.
+pub(crate) fn flusher_loop(fs: std::sync::Weak<Fs>) {
+    loop {
+        let Some(f) = fs.upgrade() else { return };
+        let target = {
+            let mut g = f.inner.lock();
+            if g.stopping {
+                return;
+            }
+            f.flusher_wake.wait_for(&mut g, Duration::from_millis(500));
+            if g.stopping {
+                return;
+            }
+            let max_age = Duration::from_secs(f.opts.commit_interval_secs.max(1));
+            if g.dirty_total > f.opts.cache_size / 4 {
+                g.files
+                    .iter()
+                    .filter(|(_, s)| !s.is_flushing && !s.dirty.is_empty())
+                    .max_by_key(|(_, s)| s.dirty.bytes())
+                    .map(|(i, _)| (*i, FLUSH_BATCH))
+            } else {
+                g.files
+                    .iter()
+                    .find(|(_, s)| {
+                        !s.is_flushing && s.dirty_since.is_some_and(|t| t.elapsed() >= max_age)
+                    })
+                    .map(|(i, _)| (*i, u64::MAX))
+            }
+        };
+        if let Some((ino, limit)) = target {
+            if let Err(e) = f.flush_file(ino, limit) {
+                log::error!("background flush of inode {ino}: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! POSIX behaviour of the core, in process, over an in-memory chunk store.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use valencefs::fs::{Ctx, FileKind, Fs, FsOptions, MemChunks, SetAttr, SetTime, ROOT_INO};
+use valencefs::Error;
+
+const C: Ctx = Ctx::ROOT;
+const USER: Ctx = Ctx {
+    uid: 1000,
+    gid: 1000,
+    pid: 1,
+};
+
+fn n(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn open_fs(dir: &Path, chunks: Arc<MemChunks>) -> Arc<Fs> {
+    Fs::start(chunks, dir, FsOptions::default()).unwrap()
+}
+
+fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = fs
+        .create(&C, parent, n(name), 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    fs.write(attr.ino, fh, 0, data).unwrap();
+    fs.release(attr.ino, fh).unwrap();
+    attr.ino
+}
+
+fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+    let fh = fs.open(&C, ino, libc::O_RDONLY).unwrap();
+    let size = fs.getattr(ino).unwrap().size;
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let b = fs.read(ino, fh, out.len() as u64, 1 << 20).unwrap();
+        assert!(!b.is_empty());
+        out.extend_from_slice(&b);
+    }
+    fs.release(ino, fh).unwrap();
+    out
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn files_survive_flush_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = Arc::new(MemChunks::new());
+    let data = pattern(300_000, 1);
+    {
+        let fs = open_fs(dir.path(), chunks.clone());
+        let d = fs.mkdir(&C, ROOT_INO, n("d"), 0o755, 0).unwrap();
+        let ino = write_file(&fs, d.ino, "f", &data);
+        assert_eq!(read_all(&fs, ino), data);
+        fs.sync_all().unwrap();
+        assert_eq!(read_all(&fs, ino), data);
+        fs.shutdown().unwrap();
+    }
+    let fs = open_fs(dir.path(), chunks.clone());
+    let d = fs.lookup(&C, ROOT_INO, n("d")).unwrap();
+    let f = fs.lookup(&C, d.ino, n("f")).unwrap();
+    assert_eq!(f.size, 300_000);
+    assert_eq!(read_all(&fs, f.ino), data);
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn overwrite_in_middle_and_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = Arc::new(MemChunks::new());
+    let fs = open_fs(dir.path(), chunks.clone());
+    let mut model = pattern(200_000, 2);
+    let ino = write_file(&fs, ROOT_INO, "f", &model);
+    fs.sync_all().unwrap();
+    let fh = fs.open(&C, ino, libc::O_RDWR).unwrap();
+    fs.write(ino, fh, 100_000, b"hello").unwrap();
+    model[100_000..100_005].copy_from_slice(b"hello");
+    // A write far past the end leaves a hole that reads as zeros and stores nothing.
+    fs.write(ino, fh, 10_000_000, b"tail").unwrap();
+    model.resize(10_000_000, 0);
+    model.extend_from_slice(b"tail");
+    fs.fsync(ino, fh, false).unwrap();
+    fs.release(ino, fh).unwrap();
+    assert_eq!(read_all(&fs, ino), model);
+    let attr = fs.getattr(ino).unwrap();
+    assert!(
+        attr.blocks * 512 < 1_000_000,
+        "hole must not be stored: {} blocks",
+        attr.blocks
+    );
+    assert_eq!(
+        fs.lseek(ino, 0, 300_000, libc::SEEK_DATA).unwrap(),
+        10_000_000
+    );
+    assert_eq!(fs.lseek(ino, 0, 0, libc::SEEK_HOLE).unwrap(), 200_000);
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn truncate_punch_and_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_fs(dir.path(), Arc::new(MemChunks::new()));
+    let mut model = pattern(150_000, 3);
+    let ino = write_file(&fs, ROOT_INO, "f", &model);
+    fs.sync_all().unwrap();
+    let set = SetAttr {
+        size: Some(70_001),
+        ..Default::default()
+    };
+    fs.setattr(&C, ino, &set).unwrap();
+    model.truncate(70_001);
+    assert_eq!(read_all(&fs, ino), model);
+    let fh = fs.open(&C, ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    fs.write(ino, fh, 0, b"appended").unwrap();
+    model.extend_from_slice(b"appended");
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    fs.fallocate(ino, fh, 1000, 50_000, punch).unwrap();
+    model[1000..51_000].fill(0);
+    fs.release(ino, fh).unwrap();
+    assert_eq!(read_all(&fs, ino), model);
+    fs.sync_all().unwrap();
+    assert_eq!(read_all(&fs, ino), model);
+    fs.fallocate(ino, 0, 0, 100_000, 0).unwrap();
+    model.resize(100_000, 0);
+    assert_eq!(read_all(&fs, ino), model);
+    // O_TRUNC empties the file.
+    let fh = fs.open(&C, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    fs.release(ino, fh).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().size, 0);
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn names_links_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_fs(dir.path(), Arc::new(MemChunks::new()));
+    let d = fs.mkdir(&C, ROOT_INO, n("d"), 0o755, 0).unwrap();
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 3);
+    let f = write_file(&fs, d.ino, "f", b"x");
+    assert!(matches!(
+        fs.mkdir(&C, ROOT_INO, n("d"), 0o755, 0),
+        Err(Error::Exists)
+    ));
+    assert!(matches!(
+        fs.rmdir(&C, ROOT_INO, n("d")),
+        Err(Error::NotEmpty)
+    ));
+    assert!(matches!(fs.unlink(&C, ROOT_INO, n("d")), Err(Error::IsDir)));
+    assert!(matches!(fs.rmdir(&C, d.ino, n("f")), Err(Error::NotDir)));
+    assert!(matches!(
+        fs.lookup(&C, ROOT_INO, n(&"a".repeat(256))),
+        Err(Error::NameTooLong)
+    ));
+    let l = fs.link(&C, f, ROOT_INO, n("hard")).unwrap();
+    assert_eq!(l.nlink, 2);
+    assert!(matches!(
+        fs.link(&C, d.ino, ROOT_INO, n("dl")),
+        Err(Error::Perm)
+    ));
+    fs.unlink(&C, d.ino, n("f")).unwrap();
+    assert_eq!(fs.getattr(f).unwrap().nlink, 1);
+    assert_eq!(read_all(&fs, f), b"x");
+    let s = fs
+        .symlink(&C, ROOT_INO, n("sl"), Path::new("/some/target"))
+        .unwrap();
+    assert_eq!(s.kind, FileKind::Symlink);
+    assert_eq!(fs.readlink(s.ino).unwrap(), b"/some/target");
+    let fifo = fs
+        .mknod(&C, ROOT_INO, n("fifo"), libc::S_IFIFO | 0o600, 0, 0)
+        .unwrap();
+    assert_eq!(fifo.kind, FileKind::Fifo);
+    let dev = fs
+        .mknod(&C, ROOT_INO, n("dev"), libc::S_IFCHR | 0o600, 0, 0x0103)
+        .unwrap();
+    assert_eq!((dev.kind, dev.rdev), (FileKind::CharDev, 0x0103));
+    fs.rmdir(&C, ROOT_INO, n("d")).unwrap();
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 2);
+    let names: Vec<_> = fs
+        .readdir(ROOT_INO, 0, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec![".", "..", "hard", "sl", "fifo", "dev"]);
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn rename_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_fs(dir.path(), Arc::new(MemChunks::new()));
+    let a = fs.mkdir(&C, ROOT_INO, n("a"), 0o755, 0).unwrap();
+    let b = fs.mkdir(&C, ROOT_INO, n("b"), 0o755, 0).unwrap();
+    let f1 = write_file(&fs, a.ino, "f1", b"one");
+    let f2 = write_file(&fs, b.ino, "f2", b"two");
+    // Replace across directories.
+    fs.rename(&C, a.ino, n("f1"), b.ino, n("f2"), 0).unwrap();
+    assert_eq!(fs.lookup(&C, b.ino, n("f2")).unwrap().ino, f1);
+    assert!(matches!(
+        fs.lookup(&C, a.ino, n("f1")),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(fs.getattr(f2).unwrap().nlink, 0));
+    // NOREPLACE and EXCHANGE.
+    let f3 = write_file(&fs, a.ino, "f3", b"three");
+    assert!(matches!(
+        fs.rename(&C, a.ino, n("f3"), b.ino, n("f2"), libc::RENAME_NOREPLACE),
+        Err(Error::Exists)
+    ));
+    fs.rename(&C, a.ino, n("f3"), b.ino, n("f2"), libc::RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(fs.lookup(&C, b.ino, n("f2")).unwrap().ino, f3);
+    assert_eq!(fs.lookup(&C, a.ino, n("f3")).unwrap().ino, f1);
+    // Directory over empty directory, into another parent: nlink of parents follow.
+    let sub = fs.mkdir(&C, a.ino, n("sub"), 0o755, 0).unwrap();
+    fs.mkdir(&C, b.ino, n("empty"), 0o755, 0).unwrap();
+    fs.rename(&C, a.ino, n("sub"), b.ino, n("empty"), 0)
+        .unwrap();
+    assert_eq!(fs.getattr(a.ino).unwrap().nlink, 2);
+    assert_eq!(fs.getattr(b.ino).unwrap().nlink, 3);
+    let dots: Vec<_> = fs.readdir(sub.ino, 0, 0, 2).unwrap();
+    assert_eq!(dots[1].ino, b.ino);
+    // Directory into itself, dir over file, file over dir, over non-empty dir.
+    assert!(matches!(
+        fs.rename(&C, ROOT_INO, n("b"), sub.ino, n("x"), 0),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        fs.rename(&C, ROOT_INO, n("b"), a.ino, n("f3"), 0),
+        Err(Error::NotDir)
+    ));
+    assert!(matches!(
+        fs.rename(&C, a.ino, n("f3"), ROOT_INO, n("b"), 0),
+        Err(Error::IsDir)
+    ));
+    fs.mkdir(&C, ROOT_INO, n("c"), 0o755, 0).unwrap();
+    assert!(matches!(
+        fs.rename(&C, ROOT_INO, n("c"), ROOT_INO, n("b"), 0),
+        Err(Error::NotEmpty)
+    ));
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn unlinked_open_file_stays_readable_until_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = Arc::new(MemChunks::new());
+    let fs = open_fs(dir.path(), chunks.clone());
+    let data = pattern(100_000, 4);
+    let (attr, fh) = fs
+        .create(&C, ROOT_INO, n("f"), 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    fs.write(attr.ino, fh, 0, &data).unwrap();
+    fs.fsync(attr.ino, fh, false).unwrap();
+    fs.unlink(&C, ROOT_INO, n("f")).unwrap();
+    assert_eq!(fs.read(attr.ino, fh, 0, 200_000).unwrap(), data);
+    fs.write(attr.ino, fh, 0, b"still writable").unwrap();
+    assert_eq!(&fs.read(attr.ino, fh, 0, 14).unwrap(), b"still writable");
+    assert!(!chunks.is_empty());
+    fs.release(attr.ino, fh).unwrap();
+    fs.forget(attr.ino, 1);
+    assert!(matches!(fs.getattr(attr.ino), Err(Error::NotFound)));
+    fs.sync_all().unwrap();
+    assert_eq!(
+        chunks.len(),
+        0,
+        "chunks of a deleted file are freed after the durable commit"
+    );
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn dedup_stores_identical_files_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = Arc::new(MemChunks::new());
+    let fs = open_fs(dir.path(), chunks.clone());
+    let data = pattern(500_000, 5);
+    write_file(&fs, ROOT_INO, "a", &data);
+    fs.sync_all().unwrap();
+    let once = chunks.len();
+    write_file(&fs, ROOT_INO, "b", &data);
+    fs.sync_all().unwrap();
+    assert_eq!(chunks.len(), once);
+    let u = fs.usage().unwrap();
+    assert_eq!(u.chunk_bytes, 500_000);
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn xattrs_with_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_fs(dir.path(), Arc::new(MemChunks::new()));
+    let f = write_file(&fs, ROOT_INO, "f", b"");
+    fs.setxattr(&C, f, n("user.a"), b"1", 0).unwrap();
+    assert!(matches!(
+        fs.setxattr(&C, f, n("user.a"), b"2", libc::XATTR_CREATE),
+        Err(Error::Exists)
+    ));
+    assert!(matches!(
+        fs.setxattr(&C, f, n("user.b"), b"2", libc::XATTR_REPLACE),
+        Err(Error::NoXattr)
+    ));
+    fs.setxattr(&C, f, n("user.a"), b"3", libc::XATTR_REPLACE)
+        .unwrap();
+    fs.setxattr(&C, f, n("trusted.t"), b"t", 0).unwrap();
+    assert_eq!(fs.getxattr(&C, f, n("user.a")).unwrap(), b"3");
+    assert_eq!(fs.listxattr(&C, f).unwrap(), b"trusted.t\0user.a\0");
+    assert!(matches!(
+        fs.getxattr(&USER, f, n("trusted.t")),
+        Err(Error::NoXattr)
+    ));
+    fs.removexattr(&C, f, n("user.a")).unwrap();
+    assert!(matches!(
+        fs.removexattr(&C, f, n("user.a")),
+        Err(Error::NoXattr)
+    ));
+    assert!(matches!(
+        fs.setxattr(&C, f, n("bogus.x"), b"", 0),
+        Err(Error::NotSupported)
+    ));
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn permissions_when_the_core_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_fs(dir.path(), Arc::new(MemChunks::new()));
+    let d = fs.mkdir(&C, ROOT_INO, n("d"), 0o755, 0).unwrap();
+    assert!(matches!(
+        fs.create(&USER, d.ino, n("x"), 0o644, 0, libc::O_RDWR),
+        Err(Error::Access)
+    ));
+    let f = write_file(&fs, d.ino, "secret", b"s");
+    fs.setattr(
+        &C,
+        f,
+        &SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        fs.open(&USER, f, libc::O_RDONLY),
+        Err(Error::Access)
+    ));
+    assert!(matches!(
+        fs.access(&USER, f, libc::R_OK),
+        Err(Error::Access)
+    ));
+    assert!(matches!(
+        fs.setattr(
+            &USER,
+            f,
+            &SetAttr {
+                mode: Some(0o777),
+                ..Default::default()
+            }
+        ),
+        Err(Error::Perm)
+    ));
+    // Sticky directory: a user may not remove another user's file.
+    let t = fs.mkdir(&C, ROOT_INO, n("tmp"), 0o1777, 0).unwrap();
+    write_file(&fs, t.ino, "rootfile", b"r");
+    assert!(matches!(
+        fs.unlink(&USER, t.ino, n("rootfile")),
+        Err(Error::Perm)
+    ));
+    // utimens: UTIME_NOW for the owner, explicit time needs ownership.
+    let (mine, fh) = fs
+        .create(&USER, t.ino, n("mine"), 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    fs.release(mine.ino, fh).unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000, 5);
+    let a = fs
+        .setattr(
+            &USER,
+            mine.ino,
+            &SetAttr {
+                mtime: Some(SetTime::At(when)),
+                atime: Some(SetTime::Now),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(a.mtime, when);
+    assert_eq!(a.uid, 1000);
+    fs.shutdown().unwrap();
+}
