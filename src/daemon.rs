@@ -334,8 +334,6 @@ fn serve(
         allow_other: opts.allow_other,
         read_only: opts.read_only,
         noatime: opts.noatime,
-        nodev: opts.nodev,
-        nosuid: opts.nosuid,
         noexec: opts.noexec,
         writeback_cache: opts.writeback_cache,
         workers: opts.workers.unwrap_or(MountSettings::default().workers),
@@ -408,13 +406,15 @@ pub fn umount(mountpoint: &Path) -> Result<(), Failure> {
             format!("{} is not mounted", canon.display()),
         ));
     };
-    if fstype != "fuse.valencefs" {
+    let config = Config::load(Path::new(&source)).ok();
+    // Plain `fuse` is what a mount made through another path (older builds) records; its source tells.
+    if fstype != "fuse.valencefs" && !(fstype == "fuse" && config.is_some()) {
         return Err(Failure::new(
             Code::NotMounted,
             format!("{} is a {fstype} mount, not valencefs", canon.display()),
         ));
     }
-    let state_dir = Config::load(Path::new(&source)).ok().map(|c| c.state_dir);
+    let state_dir = config.map(|c| c.state_dir);
     if let Some(dir) = &state_dir {
         let _ = std::fs::remove_file(dir.join(LAST_UNMOUNT));
     }

@@ -14,10 +14,11 @@ use fuser::consts;
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, Session, TimeOrNow,
+    ReplyXattr, Request, Session, SessionACL, TimeOrNow,
 };
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -41,9 +42,7 @@ pub struct MountSettings {
     pub allow_other: bool,
     pub read_only: bool,
     pub noatime: bool,
-    /// `nodev`, `nosuid`, `noexec` pass through to the kernel.
-    pub nodev: bool,
-    pub nosuid: bool,
+    /// Passed to the kernel (`nodev` and `nosuid` are always on, as for every FUSE mount).
     pub noexec: bool,
     /// Let the kernel cache writes in the page cache (FUSE_WRITEBACK_CACHE). Off by default; an option to measure.
     pub writeback_cache: bool,
@@ -58,8 +57,6 @@ impl Default for MountSettings {
             allow_other: false,
             read_only: false,
             noatime: false,
-            nodev: false,
-            nosuid: false,
             noexec: false,
             writeback_cache: false,
             workers: 4,
@@ -90,7 +87,21 @@ impl Mounted {
 }
 
 /// Mounts `fs` at `mountpoint`. When this returns the mount is visible; call [`Mounted::run`] to serve it.
+///
+/// As root we call mount(2) ourselves, so the kernel records the type as `fuse.valencefs` (fuser's own root path
+/// says plain `fuse`); otherwise fuser goes through `fusermount3`, which sets the same subtype.
 pub fn mount(fs: Arc<Fs>, mountpoint: &Path, settings: &MountSettings) -> io::Result<Mounted> {
+    let outcome: Outcome = Arc::default();
+    let adapter = Adapter::new(fs, settings, Arc::clone(&outcome));
+    if let Some(fd) = mount_syscall(mountpoint, settings)? {
+        let acl = if settings.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        let session = Session::from_fd(adapter, fd, acl);
+        return Ok(Mounted { session, outcome });
+    }
     let mut options = vec![
         MountOption::FSName(settings.fsname.clone()),
         MountOption::Subtype("valencefs".into()),
@@ -104,22 +115,75 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, settings: &MountSettings) -> io::Re
     } else {
         MountOption::RW
     });
-    if settings.noatime {
-        options.push(MountOption::NoAtime);
+    for (on, opt) in [
+        (settings.noatime, MountOption::NoAtime),
+        (settings.noexec, MountOption::NoExec),
+    ] {
+        if on {
+            options.push(opt);
+        }
     }
-    if settings.nodev {
-        options.push(MountOption::NoDev);
-    }
-    if settings.nosuid {
-        options.push(MountOption::NoSuid);
-    }
-    if settings.noexec {
-        options.push(MountOption::NoExec);
-    }
-    let outcome: Outcome = Arc::default();
-    let adapter = Adapter::new(fs, settings, Arc::clone(&outcome));
     let session = Session::new(adapter, mountpoint, &options)?;
     Ok(Mounted { session, outcome })
+}
+
+/// mount(2) with type `fuse.valencefs`; `Ok(None)` when not permitted (then fusermount3 does it).
+fn mount_syscall(mountpoint: &Path, settings: &MountSettings) -> io::Result<Option<OwnedFd>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!(
+        "fd={},rootmode={rootmode:o},user_id={uid},group_id={gid},default_permissions",
+        dev.as_raw_fd()
+    );
+    if settings.allow_other {
+        data.push_str(",allow_other");
+    }
+    // nodev and nosuid unless the kernel flags say otherwise: the conservative defaults of every FUSE mount.
+    let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
+    for (on, flag) in [
+        (settings.read_only, libc::MS_RDONLY),
+        (settings.noatime, libc::MS_NOATIME),
+        (settings.noexec, libc::MS_NOEXEC),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    let cstr = |b: &[u8]| {
+        std::ffi::CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    let source = cstr(settings.fsname.as_bytes())?;
+    let target = cstr(mountpoint.as_os_str().as_bytes())?;
+    let fstype = cstr(b"fuse.valencefs")?;
+    let data = cstr(data.as_bytes())?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EPERM) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(Some(OwnedFd::from(dev)))
 }
 
 /// Unmounts `mountpoint`: `umount2` as root (lazily if busy), else `fusermount3 -u`.

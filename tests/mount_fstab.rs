@@ -80,7 +80,6 @@ fn mount8_shows_helper_errors() {
 }
 
 #[test]
-#[ignore = "needs the fs core from main (Fs::start is a stub until it lands)"]
 fn mount_t_and_fstab_line() {
     let _l = HELPER.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_h) = Helper::install() else { return };

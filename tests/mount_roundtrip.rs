@@ -46,7 +46,6 @@ fn mmap_expected(len: usize) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "needs the fs core from main (Fs::start is a stub until it lands)"]
 fn tools_mmap_and_remount_keep_bytes() {
     if !fuse_available() {
         return;
@@ -105,7 +104,6 @@ fn tools_mmap_and_remount_keep_bytes() {
 }
 
 #[test]
-#[ignore = "needs the fs core from main (Fs::start is a stub until it lands)"]
 fn sigterm_unmounts_and_sigkill_leaves_nothing_mounted() {
     if !fuse_available() {
         return;
