@@ -137,3 +137,50 @@ fn sigterm_unmounts_and_sigkill_leaves_nothing_mounted() {
     assert!(v.log().contains("mounted at"));
     g.umount();
 }
+
+/// With `allow_other`, other users get in, and the kernel (`default_permissions`) enforces modes against them.
+#[test]
+fn allow_other_with_kernel_permission_checks() {
+    if !fuse_available() || unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let v = Vol::new("personal");
+    sh(&format!("chmod 755 {}", v.dir.path().display()));
+    let g = MountGuard::new(&v.mnt);
+    let o = vfs(&[
+        "mount",
+        "-o",
+        &format!("{},allow_other", v.passopt()),
+        v.config.to_str().unwrap(),
+        v.mnt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = v.mnt.display();
+    sh(&format!(
+        "echo open > {m}/public && chmod 644 {m}/public && echo secret > {m}/private && chmod 600 {m}/private"
+    ));
+    let as_nobody = |cmd: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                cmd,
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = as_nobody(&format!("cat {m}/public"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = as_nobody(&format!("cat {m}/private"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    let o = as_nobody(&format!("touch {m}/newfile"));
+    assert!(
+        !o.status.success(),
+        "root-owned 755 directory must refuse nobody"
+    );
+    g.umount();
+}
