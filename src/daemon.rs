@@ -95,26 +95,37 @@ fn mount_inner(req: &MountRequest) -> Result<(), Failure> {
 
 /// The mount point must exist, be a directory and not be mounted already. Returns its canonical path.
 fn check_mountpoint(p: &Path) -> Result<PathBuf, Failure> {
-    let canon = std::fs::canonicalize(p).map_err(|_| {
-        Failure::new(
-            Code::Mountpoint,
-            format!("mountpoint {} does not exist", p.display()),
-        )
+    let fail = |m: String| Failure::new(Code::Mountpoint, m);
+    let dead = || {
+        fail(format!(
+            "{} is a dead FUSE mount (its daemon is gone); run: valencefs umount {}",
+            p.display(),
+            p.display()
+        ))
+    };
+    let canon = std::fs::canonicalize(p).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            dead()
+        } else {
+            fail(format!("mountpoint {} does not exist", p.display()))
+        }
     })?;
-    if !canon.is_dir() {
-        return Err(Failure::new(
-            Code::Mountpoint,
-            format!("mountpoint {} is not a directory", p.display()),
-        ));
-    }
     if let Some((source, fstype)) = mount_entry(&canon) {
-        return Err(Failure::new(
-            Code::Mountpoint,
-            format!(
-                "{} is already mounted ({fstype} from {source})",
-                canon.display()
-            ),
-        ));
+        if let Err(e) = std::fs::metadata(&canon) {
+            if e.raw_os_error() == Some(libc::ENOTCONN) {
+                return Err(dead());
+            }
+        }
+        return Err(fail(format!(
+            "{} is already mounted ({fstype} from {source})",
+            canon.display()
+        )));
+    }
+    if !canon.is_dir() {
+        return Err(fail(format!(
+            "mountpoint {} is not a directory",
+            p.display()
+        )));
     }
     Ok(canon)
 }
@@ -207,6 +218,7 @@ fn spawn_daemon(
     let mut cmd = Command::new(&exe);
     cmd.args(&args)
         .current_dir("/")
+        .env_remove("VALENCEFS_PASSPHRASE")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| fail(e.to_string()))?)
         .stderr(log);
@@ -394,12 +406,11 @@ fn serve(
 
 /// `valencefs umount`: unmount, then wait for the daemon to flush, commit and let go of the state directory.
 pub fn umount(mountpoint: &Path) -> Result<(), Failure> {
-    let canon = std::fs::canonicalize(mountpoint).map_err(|_| {
-        Failure::new(
-            Code::Mountpoint,
-            format!("mountpoint {} does not exist", mountpoint.display()),
-        )
-    })?;
+    // A mount whose daemon died answers ENOTCONN to everything, canonicalize included: fall back to the
+    // lexically absolute path so that such a mount can still be cleared.
+    let canon = std::fs::canonicalize(mountpoint)
+        .or_else(|_| std::path::absolute(mountpoint))
+        .map_err(|e| Failure::new(Code::Mountpoint, format!("{}: {e}", mountpoint.display())))?;
     let Some((source, fstype)) = mount_entry(&canon) else {
         return Err(Failure::new(
             Code::NotMounted,

@@ -129,7 +129,18 @@ fn sigterm_unmounts_and_sigkill_leaves_nothing_mounted() {
         wait_until("daemon death", Duration::from_secs(10), || unsafe {
             libc::kill(pid, 0) != 0
         });
-        // The guard's drop must clear the dead connection.
+        // A dead mount: refused as a mount point with a hint, cleared by `valencefs umount`.
+        let o = vfs(&[
+            "mount",
+            "-o",
+            &v.passopt(),
+            v.config.to_str().unwrap(),
+            v.mnt.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+        assert!(stderr(&o).contains("valencefs umount"), "{}", stderr(&o));
+        let o = vfs(&["umount", v.mnt.to_str().unwrap()]);
+        assert!(o.status.success(), "umount of a dead mount: {}", stderr(&o));
     }
     assert!(!is_mounted(&v.mnt), "stale mount after SIGKILL");
     // And the volume mounts again at once.
