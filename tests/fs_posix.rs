@@ -43,6 +43,17 @@ fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
     out
 }
 
+/// Compares byte buffers, reporting the first difference instead of printing megabytes.
+fn assert_same(got: &[u8], want: &[u8]) {
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    assert!(
+        got.len() == want.len() && first.is_none(),
+        "bytes differ: len {} vs {}, first difference at {first:?}",
+        got.len(),
+        want.len()
+    );
+}
+
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
@@ -64,16 +75,16 @@ fn files_survive_flush_and_reopen() {
         let fs = open_fs(dir.path(), chunks.clone());
         let d = fs.mkdir(&C, ROOT_INO, n("d"), 0o755, 0).unwrap();
         let ino = write_file(&fs, d.ino, "f", &data);
-        assert_eq!(read_all(&fs, ino), data);
+        assert_same(&read_all(&fs, ino), &data);
         fs.sync_all().unwrap();
-        assert_eq!(read_all(&fs, ino), data);
+        assert_same(&read_all(&fs, ino), &data);
         fs.shutdown().unwrap();
     }
     let fs = open_fs(dir.path(), chunks.clone());
     let d = fs.lookup(&C, ROOT_INO, n("d")).unwrap();
     let f = fs.lookup(&C, d.ino, n("f")).unwrap();
     assert_eq!(f.size, 300_000);
-    assert_eq!(read_all(&fs, f.ino), data);
+    assert_same(&read_all(&fs, f.ino), &data);
     fs.shutdown().unwrap();
 }
 
@@ -94,7 +105,7 @@ fn overwrite_in_middle_and_holes() {
     model.extend_from_slice(b"tail");
     fs.fsync(ino, fh, false).unwrap();
     fs.release(ino, fh).unwrap();
-    assert_eq!(read_all(&fs, ino), model);
+    assert_same(&read_all(&fs, ino), &model);
     let attr = fs.getattr(ino).unwrap();
     assert!(
         attr.blocks * 512 < 1_000_000,
@@ -122,7 +133,7 @@ fn truncate_punch_and_append() {
     };
     fs.setattr(&C, ino, &set).unwrap();
     model.truncate(70_001);
-    assert_eq!(read_all(&fs, ino), model);
+    assert_same(&read_all(&fs, ino), &model);
     let fh = fs.open(&C, ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
     fs.write(ino, fh, 0, b"appended").unwrap();
     model.extend_from_slice(b"appended");
@@ -130,12 +141,12 @@ fn truncate_punch_and_append() {
     fs.fallocate(ino, fh, 1000, 50_000, punch).unwrap();
     model[1000..51_000].fill(0);
     fs.release(ino, fh).unwrap();
-    assert_eq!(read_all(&fs, ino), model);
+    assert_same(&read_all(&fs, ino), &model);
     fs.sync_all().unwrap();
-    assert_eq!(read_all(&fs, ino), model);
+    assert_same(&read_all(&fs, ino), &model);
     fs.fallocate(ino, 0, 0, 100_000, 0).unwrap();
     model.resize(100_000, 0);
-    assert_eq!(read_all(&fs, ino), model);
+    assert_same(&read_all(&fs, ino), &model);
     // O_TRUNC empties the file.
     let fh = fs.open(&C, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
     fs.release(ino, fh).unwrap();
@@ -266,7 +277,7 @@ fn unlinked_open_file_stays_readable_until_release() {
     fs.write(attr.ino, fh, 0, &data).unwrap();
     fs.fsync(attr.ino, fh, false).unwrap();
     fs.unlink(&C, ROOT_INO, n("f")).unwrap();
-    assert_eq!(fs.read(attr.ino, fh, 0, 200_000).unwrap(), data);
+    assert_same(&fs.read(attr.ino, fh, 0, 200_000).unwrap(), &data);
     fs.write(attr.ino, fh, 0, b"still writable").unwrap();
     assert_eq!(&fs.read(attr.ino, fh, 0, 14).unwrap(), b"still writable");
     assert!(!chunks.is_empty());
