@@ -142,6 +142,12 @@ pub enum Command {
     Passwd {
         #[arg(value_name = "FILE")]
         config: PathBuf,
+        /// Current passphrase from this file (else VALENCEFS_PASSPHRASE, else a prompt).
+        #[arg(long, value_name = "F")]
+        passfile: Option<PathBuf>,
+        /// New passphrase from this file (else a prompt, asked twice).
+        #[arg(long, value_name = "F")]
+        new_passfile: Option<PathBuf>,
     },
     /// Create (first run) and mount a personal 3+2 volume over five directory disks under a default data directory.
     Quickstart {
@@ -319,12 +325,35 @@ fn dispatch(cmd: Command) -> Outcome {
         }
         Command::Umount { mountpoint } => daemon::umount(&mountpoint),
         Command::Status { config, json } => status(&config, json),
-        Command::Passwd { config } => {
-            Config::load(&config)?;
-            Err(Failure::new(
-                Code::Failure,
-                "passwd: changing a keyslot is not supported by the chunk store yet",
-            ))
+        Command::Passwd {
+            config,
+            passfile,
+            new_passfile,
+        } => {
+            let cfg = Config::load(&config)?;
+            if let Some(pid) = StateLock::holder(&cfg.state_dir) {
+                return Err(Failure::new(
+                    Code::Busy,
+                    format!("volume is mounted (daemon pid {pid}); unmount it first"),
+                ));
+            }
+            let old = passphrase(passfile.as_deref(), false)?;
+            let new = match &new_passfile {
+                Some(f) => passphrase(Some(f), false)?,
+                None if std::io::stdin().is_terminal() => {
+                    eprintln!("New passphrase:");
+                    prompt_new()?
+                }
+                None => {
+                    return Err(Failure::new(
+                        Code::NoPassphrase,
+                        "no new passphrase: use --new-passfile FILE or run on a terminal",
+                    ))
+                }
+            };
+            volume::change_passphrase(&cfg, &old, &new)?;
+            println!("passphrase changed");
+            Ok(())
         }
         Command::Quickstart {
             mountpoint,
@@ -388,6 +417,21 @@ pub fn passphrase(passfile: Option<&Path>, confirm: bool) -> Result<Zeroizing<Ve
     }
     pass.shrink_to_fit();
     Ok(pass)
+}
+
+/// Prompts twice for a new passphrase on the terminal.
+fn prompt_new() -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let none = |m: String| Failure::new(Code::NoPassphrase, m);
+    let a = Zeroizing::new(
+        rpassword::prompt_password("New passphrase: ").map_err(|e| none(e.to_string()))?,
+    );
+    let b = Zeroizing::new(
+        rpassword::prompt_password("Repeat new passphrase: ").map_err(|e| none(e.to_string()))?,
+    );
+    if *a != *b || a.is_empty() {
+        return Err(none("new passphrases differ or are empty".into()));
+    }
+    Ok(Zeroizing::new(a.as_bytes().to_vec()))
 }
 
 /// `valencefs status`: what can be told without the key (disks present, redundancy, daemon, mount point).

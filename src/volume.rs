@@ -189,6 +189,11 @@ pub fn open(cfg: &Config, passphrase: &[u8], opts: FsOptions) -> Result<Arc<Fs>>
     Fs::start(chunks, &cfg.state_dir, opts)
 }
 
+/// Replaces the passphrase: `old` must open the volume; afterwards only `new` does. The volume must not be mounted.
+pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
+    interim::change_passphrase(cfg, old, new)
+}
+
 /// Opens the chunk store over the configured disks.
 pub fn open_chunks(cfg: &Config, passphrase: &[u8]) -> Result<Arc<dyn Chunks>> {
     interim::open(cfg, passphrase)
@@ -293,6 +298,15 @@ mod interim {
             std::fs::write(&p, format!("{i}\n")).map_err(|e| Error::io(p.display(), e))?;
             let p = d.join(CHECK);
             std::fs::write(&p, check_value(passphrase)).map_err(|e| Error::io(p.display(), e))?;
+        }
+        Ok(())
+    }
+
+    pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
+        open(cfg, old)?;
+        for d in cfg.disks.iter().filter(|d| d.join(MARK).is_file()) {
+            let p = d.join(CHECK);
+            std::fs::write(&p, check_value(new)).map_err(|e| Error::io(p.display(), e))?;
         }
         Ok(())
     }

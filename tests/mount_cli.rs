@@ -181,3 +181,39 @@ fn helper_via_argv0() {
     let o = run(&[cfg]);
     assert_eq!(code(&o), 2);
 }
+
+#[test]
+fn passwd_changes_the_passphrase() {
+    let v = Vol::new("personal");
+    let newpass = v.dir.path().join("new");
+    std::fs::write(&newpass, "a new passphrase\n").unwrap();
+    let cfg = v.config.to_str().unwrap();
+    let o = vfs(&[
+        "passwd",
+        cfg,
+        "--passfile",
+        newpass.to_str().unwrap(),
+        "--new-passfile",
+        newpass.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 4, "old passphrase must be right: {}", stderr(&o));
+    let o = vfs(&[
+        "passwd",
+        cfg,
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+        "--new-passfile",
+        newpass.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The old one no longer opens the volume (checked before any mount happens).
+    let o = vfs(&[
+        "passwd",
+        cfg,
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+        "--new-passfile",
+        newpass.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 4);
+}
