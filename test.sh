@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+# Bounded: a deadlocked daemon must fail CI, not hang it.
+timeout --kill-after=30 1200 cargo test --all-targets
