@@ -370,23 +370,31 @@ fn serve(
             if unsafe { libc::sigwait(&sigset, &mut sig) } != 0 {
                 continue;
             }
-            eprintln!("valencefs: signal {sig}: unmounting {}", mp.display());
+            eprintln!(
+                "{} valencefs: signal {sig}: unmounting {}",
+                stamp(),
+                mp.display()
+            );
             if let Err(e) = fuse::unmount(&mp, false) {
-                eprintln!("valencefs: unmount: {e}; detaching lazily");
+                eprintln!("{} valencefs: unmount: {e}; detaching lazily", stamp());
                 if let Err(e) = fuse::unmount(&mp, true) {
-                    eprintln!("valencefs: lazy unmount: {e}");
+                    eprintln!("{} valencefs: lazy unmount: {e}", stamp());
                 }
             }
         })
         .map_err(|e| Failure::new(Code::Failure, format!("signal thread: {e}")))?;
     eprintln!(
-        "valencefs: {} mounted at {} (pid {})",
+        "{} valencefs: {} mounted at {} (pid {})",
+        stamp(),
         config_path.display(),
         mountpoint.display(),
         std::process::id()
     );
     report("OK\n");
     let result = mounted.run();
+    if let Err(e) = &result {
+        eprintln!("{} valencefs: shutdown after unmount failed: {e}", stamp());
+    }
     let verdict = match &result {
         Ok(()) => "ok\n".to_string(),
         Err(e) => format!("error: {e}\n"),
@@ -394,7 +402,11 @@ fn serve(
     let _ = std::fs::write(cfg.state_dir.join(LAST_UNMOUNT), verdict);
     match result {
         Ok(()) => {
-            eprintln!("valencefs: unmounted {} cleanly", mountpoint.display());
+            eprintln!(
+                "{} valencefs: unmounted {} cleanly",
+                stamp(),
+                mountpoint.display()
+            );
             Ok(())
         }
         Err(e) => Err(Failure::new(
@@ -402,6 +414,30 @@ fn serve(
             format!("shutdown after unmount failed: {e}"),
         )),
     }
+}
+
+/// UTC time for log lines, e.g. `2026-11-22T03:40:00Z`.
+fn stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// `valencefs umount`: unmount, then wait for the daemon to flush, commit and let go of the state directory.
