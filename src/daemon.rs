@@ -361,6 +361,15 @@ fn serve(
         }
     };
     drop(fs);
+    // The kernel resets readahead when it processes our INIT reply, so raise it only once the mount answers.
+    let ra_mp = mountpoint.to_path_buf();
+    let _ = std::thread::Builder::new()
+        .name("readahead".into())
+        .spawn(move || {
+            if std::fs::metadata(&ra_mp).is_ok() {
+                fuse::raise_readahead(&ra_mp);
+            }
+        });
     let mp = mountpoint.to_path_buf();
     std::thread::Builder::new()
         .name("signals".into())

@@ -11,7 +11,7 @@
 mod mount;
 mod pool;
 
-pub use mount::{mount, unmount, MountSettings, Mounted};
+pub use mount::{mount, raise_readahead, unmount, MountSettings, Mounted};
 
 use crate::fs::{Attr, Ctx, FileKind, Fs, SetAttr, SetTime};
 use fuser::consts;

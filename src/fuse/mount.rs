@@ -158,6 +158,29 @@ fn mount_syscall(mountpoint: &Path, settings: &MountSettings) -> io::Result<Opti
     Ok(Some(OwnedFd::from(dev)))
 }
 
+/// Readahead the kernel is asked to use on a valencefs mount: one full 1 MiB request (`max_pages` allows it).
+const READ_AHEAD_KIB: u32 = 1024;
+
+/// Raises the mount's readahead through its backing-device entry in sysfs (root only; best effort). The kernel
+/// offers FUSE only its default ceiling (128 KiB) at init, which would cut every read into 128 KiB requests.
+/// Call it after the kernel has processed INIT (e.g. once a stat of the mount point returned): INIT resets it.
+pub fn raise_readahead(mountpoint: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let want = mountpoint.to_string_lossy();
+    let Some(dev) = info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
+    }) else {
+        return;
+    };
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&path, READ_AHEAD_KIB.to_string()) {
+        log::info!("readahead not raised ({path}: {e})");
+    }
+}
+
 /// Unmounts `mountpoint`: `umount2` as root (lazily if busy), else `fusermount3 -u`.
 pub fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
