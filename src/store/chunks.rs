@@ -1,0 +1,512 @@
+//! Chunk I/O: put (compress → seal → encode → write shards), get (fast path, then verify/reconstruct/heal),
+//! delete, sync and listing.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use super::crypto::INNER_FLAG_ZSTD;
+use super::format::{
+    parse_shard_name, shard_name, ShardHeader, FLAG_COMPRESSION, SHARD_DIR, SHARD_HEADER_LEN,
+};
+use super::{BadShard, ChunkId, DiskState, ReadReport, ShardFault, Store};
+use crate::error::{Error, Result};
+
+/// zstd level for chunk bodies: level 1 is the fastest and, on typical data, within a few % of level 3.
+const ZSTD_LEVEL: i32 = 1;
+
+/// Outcome of reading one shard file.
+enum Fetched {
+    Good(ShardHeader, Vec<u8>),
+    Bad(ShardFault),
+}
+
+impl Store {
+    /// Disk holding shard `i` of a chunk: consecutive disks from a start derived from the (keyed, uniform) id.
+    fn disk_of(&self, id: &ChunkId, i: usize) -> usize {
+        let n = self.slots.len();
+        let start = (u64::from_le_bytes(id.0[..8].try_into().expect("8")) % n as u64) as usize;
+        (start + i) % n
+    }
+
+    fn usable(&self, disk: usize) -> bool {
+        matches!(
+            self.slots[disk].state.lock().0,
+            DiskState::Ok | DiskState::ReadOnly
+        )
+    }
+
+    pub(super) fn note_error(&self, disk: usize) {
+        self.slots[disk].errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs `f(i)` for every `i` in `items`, on scoped threads when the disks involved benefit from it.
+    fn par_map<T: Send>(&self, items: &[usize], f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+        let parallel = items.len() > 1 && self.slots.iter().any(|s| s.disk.parallel_io());
+        if !parallel {
+            return items.iter().map(|&i| f(i)).collect();
+        }
+        // The calling thread does the first item itself: one spawn fewer per operation.
+        std::thread::scope(|s| {
+            let f = &f;
+            let handles: Vec<_> = items[1..].iter().map(|&i| s.spawn(move || f(i))).collect();
+            let mut out = Vec::with_capacity(items.len());
+            out.push(f(items[0]));
+            out.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("shard I/O thread panicked")),
+            );
+            out
+        })
+    }
+
+    /// Stores a chunk; returns the bytes written to disks (all shards including headers). Idempotent: the same
+    /// plaintext always seals and encodes to the same shard bytes, so concurrent or repeated puts of one chunk
+    /// write identical files. Not durable until [`Store::sync`]. Succeeds when at least k+1 shards were written
+    /// (one more than the minimum to read it back); otherwise best-effort removes what it wrote and fails.
+    pub fn put(&self, id: &ChunkId, plaintext: &[u8]) -> Result<u64> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        // A mismatched id would store a chunk that every later read rejects as Corrupt. Checking costs a BLAKE3
+        // pass (~10 % of put), so only debug builds (the test suites of every layer) pay it.
+        debug_assert_eq!(
+            self.chunk_id(plaintext),
+            *id,
+            "put: id is not this plaintext's chunk id"
+        );
+        let (volume_id, compression, k, m) = {
+            let h = self.header.read();
+            (
+                h.volume_id,
+                h.flags & FLAG_COMPRESSION != 0,
+                h.k as usize,
+                h.m as usize,
+            )
+        };
+        if plaintext.len() > u32::MAX as usize - 4096 {
+            return Err(Error::Invalid("chunk too large".into()));
+        }
+        // Keep the compressed form only if it saves ≥ 3 % and the reader's decompression bound covers it. A
+        // 64 KiB sample from the middle decides first, so incompressible chunks (most media) cost ~6 % of a
+        // full zstd pass instead of a whole one.
+        let compressed = if compression && Self::sample_compresses(plaintext) {
+            zstd::bulk::compress(plaintext, ZSTD_LEVEL)
+                .ok()
+                .filter(|c| {
+                    c.len() as u64 * 100 <= plaintext.len() as u64 * 97
+                        && plaintext.len() <= self.decompress_bound(c.len())
+                })
+        } else {
+            None
+        };
+        let envelope = match &compressed {
+            Some(c) => self.keys.seal_chunk(&volume_id, &id.0, INNER_FLAG_ZSTD, c),
+            None => self.keys.seal_chunk(&volume_id, &id.0, 0, plaintext),
+        };
+        drop(compressed);
+        let mut files = self.codec.encode_with_prefix(&envelope, SHARD_HEADER_LEN);
+        let shard_len = files[0].len() - SHARD_HEADER_LEN;
+        for (i, f) in files.iter_mut().enumerate() {
+            let h = ShardHeader {
+                k: k as u8,
+                m: m as u8,
+                index: i as u8,
+                volume_id,
+                chunk_id: id.0,
+                envelope_len: envelope.len() as u64,
+                shard_len: shard_len as u32,
+                payload_hash: *blake3::hash(&f[SHARD_HEADER_LEN..]).as_bytes(),
+            };
+            f[..SHARD_HEADER_LEN].copy_from_slice(&h.encode());
+        }
+        drop(envelope);
+        let targets: Vec<usize> = (0..k + m)
+            .filter(|&i| self.usable(self.disk_of(id, i)))
+            .collect();
+        let results = self.par_map(&targets, |i| {
+            let d = self.disk_of(id, i);
+            self.slots[d].disk.put(&shard_name(&id.0, i), &files[i])
+        });
+        let mut written = Vec::new();
+        let mut first_err: Option<Error> = None;
+        for (&i, r) in targets.iter().zip(results) {
+            match r {
+                Ok(()) => written.push(i),
+                Err(e) => {
+                    self.note_error(self.disk_of(id, i));
+                    // A full disk is the most actionable cause: report it in preference to others.
+                    if first_err.is_none() || matches!(e, Error::NoSpace { .. }) {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        if written.len() < k + 1 {
+            for &i in &written {
+                let _ = self.slots[self.disk_of(id, i)]
+                    .disk
+                    .delete(&shard_name(&id.0, i));
+            }
+            return Err(first_err.unwrap_or_else(|| {
+                Error::Volume(format!(
+                    "only {} of {} shards of chunk {} could be placed (disks unavailable); need {}",
+                    written.len(),
+                    k + m,
+                    id.to_hex(),
+                    k + 1
+                ))
+            }));
+        }
+        Ok(written.iter().map(|&i| files[i].len() as u64).sum())
+    }
+
+    /// Reads and verifies a chunk. Never returns bytes that failed verification.
+    pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        self.get_report(id).map(|(data, _)| data)
+    }
+
+    fn fetch(&self, id: &ChunkId, i: usize, volume_id: &[u8; 16], verify_payload: bool) -> Fetched {
+        let d = self.disk_of(id, i);
+        if !self.usable(d) {
+            return Fetched::Bad(ShardFault::Missing);
+        }
+        let file = match self.slots[d].disk.get(&shard_name(&id.0, i)) {
+            Ok(f) => f,
+            Err(Error::NotFound) => return Fetched::Bad(ShardFault::Missing),
+            Err(_) => {
+                self.note_error(d);
+                return Fetched::Bad(ShardFault::Unreadable);
+            }
+        };
+        let (k, m) = {
+            let h = self.header.read();
+            (h.k, h.m)
+        };
+        match ShardHeader::decode(&file) {
+            Ok(h)
+                if h.chunk_id == id.0
+                    && &h.volume_id == volume_id
+                    && h.index as usize == i
+                    && (h.k, h.m) == (k, m)
+                    && (!verify_payload || h.payload_ok(&file)) =>
+            {
+                Fetched::Good(h, file)
+            }
+            _ => {
+                self.note_error(d);
+                Fetched::Bad(ShardFault::Corrupt)
+            }
+        }
+    }
+
+    /// Whether a 64 KiB sample from the middle of `data` shrinks by ≥ 3 % (always true for small data, which is
+    /// then simply tried whole).
+    fn sample_compresses(data: &[u8]) -> bool {
+        const SAMPLE: usize = 64 * 1024;
+        if data.len() <= 2 * SAMPLE {
+            return true;
+        }
+        let mid = data.len() / 2 - SAMPLE / 2;
+        zstd::bulk::compress(&data[mid..mid + SAMPLE], ZSTD_LEVEL)
+            .is_ok_and(|c| c.len() * 100 <= SAMPLE * 97)
+    }
+
+    /// Largest plaintext a compressed body of `len` bytes may expand to. `put` stores the compressed form only
+    /// within this bound (else uncompressed), so every stored chunk decompresses into a bounded buffer, even one
+    /// put directly with more than `max_chunk_size` bytes.
+    fn decompress_bound(&self, len: usize) -> usize {
+        self.max_chunk_size().max(len.saturating_mul(64))
+    }
+
+    /// Opens an envelope, decompresses, and checks that the plaintext hashes back to `id`.
+    fn open_envelope(
+        &self,
+        id: &ChunkId,
+        volume_id: &[u8; 16],
+        envelope: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let (flags, body) = self.keys.open_chunk(volume_id, &id.0, envelope)?;
+        let plain = if flags & INNER_FLAG_ZSTD != 0 {
+            zstd::bulk::decompress(&body, self.decompress_bound(body.len()))
+                .map_err(|e| Error::Corrupt(format!("chunk {}: zstd: {e}", id.to_hex())))?
+        } else {
+            body
+        };
+        if self.keys.chunk_id(&plain) != id.0 {
+            return Err(Error::Corrupt(format!(
+                "chunk {}: content does not match its id",
+                id.to_hex()
+            )));
+        }
+        Ok(plain)
+    }
+
+    /// Like [`Store::get`], and says which shards were bad and which were rebuilt and written back.
+    ///
+    /// Fast path: the k data shards, concatenated, open the AEAD envelope; the tag proves every byte, so their
+    /// payload checksums are not computed. Otherwise every shard is read and checked against its checksum, any k
+    /// good ones rebuild the rest, and (when writable) rebuilt shards are written back atomically.
+    pub fn get_report(&self, id: &ChunkId) -> Result<(Vec<u8>, ReadReport)> {
+        self.read_chunk(id, false)
+    }
+
+    /// Scrub one chunk: read every shard (parity too), check every checksum, and rewrite any bad or missing
+    /// shard (when writable), even if the data shards alone would have opened the envelope. For fsck/scrub.
+    pub fn scrub(&self, id: &ChunkId) -> Result<ReadReport> {
+        self.read_chunk(id, true).map(|(_, r)| r)
+    }
+
+    fn read_chunk(&self, id: &ChunkId, full: bool) -> Result<(Vec<u8>, ReadReport)> {
+        let volume_id = self.volume_id();
+        let (k, m) = {
+            let h = self.header.read();
+            (h.k as usize, h.m as usize)
+        };
+        let data_idx: Vec<usize> = (0..k).collect();
+        let first = self.par_map(&data_idx, |i| self.fetch(id, i, &volume_id, false));
+        if !full && first.iter().all(|f| matches!(f, Fetched::Good(..))) {
+            let env_len = match &first[0] {
+                Fetched::Good(h, _) => h.envelope_len as usize,
+                Fetched::Bad(_) => unreachable!(),
+            };
+            let mut envelope = Vec::with_capacity(env_len + SHARD_HEADER_LEN * k);
+            for f in &first {
+                if let Fetched::Good(_, file) = f {
+                    envelope.extend_from_slice(&file[SHARD_HEADER_LEN..]);
+                }
+            }
+            if env_len <= envelope.len() {
+                envelope.truncate(env_len);
+                if let Ok(plain) = self.open_envelope(id, &volume_id, envelope) {
+                    let report = ReadReport {
+                        fast_path: true,
+                        ..ReadReport::default()
+                    };
+                    return Ok((plain, report));
+                }
+            }
+        }
+        self.slow_read(id, &volume_id, k, m, first)
+    }
+
+    fn slow_read(
+        &self,
+        id: &ChunkId,
+        volume_id: &[u8; 16],
+        k: usize,
+        m: usize,
+        first: Vec<Fetched>,
+    ) -> Result<(Vec<u8>, ReadReport)> {
+        // Re-check the data shards we already hold (now with payload hashes) and fetch the parity shards.
+        let mut fetched: Vec<Fetched> = first
+            .into_iter()
+            .map(|f| match f {
+                Fetched::Good(h, file) if h.payload_ok(&file) => Fetched::Good(h, file),
+                Fetched::Good(..) => Fetched::Bad(ShardFault::Corrupt),
+                bad => bad,
+            })
+            .collect();
+        let parity_idx: Vec<usize> = (k..k + m).collect();
+        fetched.extend(self.par_map(&parity_idx, |i| self.fetch(id, i, volume_id, true)));
+        let mut report = ReadReport::default();
+        // All good shards must agree on the geometry; the most common envelope length wins.
+        let mut lens: Vec<(u64, u32)> = fetched
+            .iter()
+            .filter_map(|f| match f {
+                Fetched::Good(h, _) => Some((h.envelope_len, h.shard_len)),
+                Fetched::Bad(_) => None,
+            })
+            .collect();
+        lens.sort_unstable();
+        let geometry = lens
+            .chunk_by(|a, b| a == b)
+            .max_by_key(|g| g.len())
+            .map(|g| g[0]);
+        let mut shards: Vec<Option<Vec<u8>>> = Vec::with_capacity(k + m);
+        for (i, f) in fetched.into_iter().enumerate() {
+            match f {
+                Fetched::Good(h, mut file) if Some((h.envelope_len, h.shard_len)) == geometry => {
+                    file.drain(..SHARD_HEADER_LEN);
+                    shards.push(Some(file));
+                }
+                Fetched::Good(..) => {
+                    report.bad_shards.push(BadShard {
+                        shard: i,
+                        disk: self.disk_of(id, i),
+                        fault: ShardFault::Corrupt,
+                    });
+                    shards.push(None);
+                }
+                Fetched::Bad(fault) => {
+                    report.bad_shards.push(BadShard {
+                        shard: i,
+                        disk: self.disk_of(id, i),
+                        fault,
+                    });
+                    shards.push(None);
+                }
+            }
+        }
+        let good = shards.iter().filter(|s| s.is_some()).count();
+        let Some((env_len, shard_len)) = geometry.filter(|_| good >= k) else {
+            return Err(Error::Unrecoverable {
+                chunk: id.to_hex(),
+                good,
+                need: k,
+            });
+        };
+        // Rebuilding parity costs as much as rebuilding data; do it only if a parity shard can be healed.
+        let heal_parity = !self.read_only
+            && report
+                .bad_shards
+                .iter()
+                .any(|b| b.shard >= k && self.healable(b));
+        if heal_parity {
+            self.codec.reconstruct(&mut shards)?;
+        } else {
+            self.codec.reconstruct_data(&mut shards)?;
+        }
+        let mut envelope = Vec::with_capacity(k * shard_len as usize);
+        for s in &shards[..k] {
+            envelope.extend_from_slice(s.as_ref().expect("reconstructed"));
+        }
+        if (env_len as usize) > envelope.len() {
+            return Err(Error::Corrupt(format!(
+                "chunk {}: envelope length exceeds its shards",
+                id.to_hex()
+            )));
+        }
+        envelope.truncate(env_len as usize);
+        let plain = self.open_envelope(id, volume_id, envelope)?;
+        if !self.read_only {
+            report.healed = self.heal(id, env_len, &shards, &report.bad_shards);
+        }
+        Ok((plain, report))
+    }
+
+    /// A bad shard can be rewritten if its disk is in use and answered (an erroring disk is left alone).
+    fn healable(&self, b: &BadShard) -> bool {
+        self.usable(b.disk) && b.fault != ShardFault::Unreadable
+    }
+
+    /// Writes rebuilt shards back over missing/corrupt ones on usable disks. Best effort: a failure here leaves
+    /// the chunk as readable as before.
+    fn heal(
+        &self,
+        id: &ChunkId,
+        env_len: u64,
+        shards: &[Option<Vec<u8>>],
+        bad: &[BadShard],
+    ) -> Vec<usize> {
+        let volume_id = self.volume_id();
+        let (k, m) = {
+            let h = self.header.read();
+            (h.k, h.m)
+        };
+        let mut healed = Vec::new();
+        for b in bad {
+            let Some(payload) = shards[b.shard].as_ref().filter(|_| self.healable(b)) else {
+                continue;
+            };
+            let h = ShardHeader {
+                k,
+                m,
+                index: b.shard as u8,
+                volume_id,
+                chunk_id: id.0,
+                envelope_len: env_len,
+                shard_len: payload.len() as u32,
+                payload_hash: *blake3::hash(payload).as_bytes(),
+            };
+            let file = [&h.encode()[..], payload].concat();
+            if self.slots[b.disk]
+                .disk
+                .put(&shard_name(&id.0, b.shard), &file)
+                .is_ok()
+            {
+                healed.push(b.shard);
+            }
+        }
+        healed
+    }
+
+    /// Removes every shard of a chunk from the usable disks; absent shards are fine. Must be called only after
+    /// the metadata transaction dropping the chunk's last reference is durable (see FORMAT.md).
+    pub fn delete(&self, id: &ChunkId) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let (k, m) = {
+            let h = self.header.read();
+            (h.k as usize, h.m as usize)
+        };
+        let mut first_err = None;
+        for i in 0..k + m {
+            let d = self.disk_of(id, i);
+            if !self.usable(d) {
+                continue;
+            }
+            if let Err(e) = self.slots[d].disk.delete(&shard_name(&id.0, i)) {
+                self.note_error(d);
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every put/delete/heal that returned before this call durable on every usable disk.
+    pub fn sync(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let idx: Vec<usize> = (0..self.slots.len()).filter(|&d| self.usable(d)).collect();
+        let results = self.par_map(&idx, |d| self.slots[d].disk.sync());
+        let mut first_err = None;
+        for (&d, r) in idx.iter().zip(results) {
+            if let Err(e) = r {
+                self.note_error(d);
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every chunk id with at least one shard on a usable disk (sorted). For gc and fsck.
+    pub fn list_chunks(&self) -> Result<Vec<ChunkId>> {
+        let mut ids = BTreeSet::new();
+        for (d, s) in self.slots.iter().enumerate() {
+            if !self.usable(d) {
+                continue;
+            }
+            for name in s.disk.list(&format!("{SHARD_DIR}/"))? {
+                if let Some((id, _)) = parse_shard_name(&name) {
+                    ids.insert(ChunkId(id));
+                }
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Number of shard files on each disk (`None` for unusable disks). Walks the shard tree: not cheap.
+    pub fn shard_counts(&self) -> Vec<Option<usize>> {
+        (0..self.slots.len())
+            .map(|d| {
+                if !self.usable(d) {
+                    return None;
+                }
+                self.slots[d]
+                    .disk
+                    .list(&format!("{SHARD_DIR}/"))
+                    .ok()
+                    .map(|v| v.len())
+            })
+            .collect()
+    }
+}

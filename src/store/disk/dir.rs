@@ -1,0 +1,200 @@
+//! Directory disk: objects are files under a root directory, replaced atomically by temp file + fsync + rename.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+use super::{check_name, Disk, DiskStat};
+use crate::error::{Error, Result};
+
+/// A [`Disk`] backed by a directory.
+///
+/// Durability argument: `put` fsyncs the temp file *before* renaming it, so the real name only ever points at
+/// complete bytes, even after a crash. The new directory entry is made durable by `sync`, which fsyncs every
+/// directory touched since the previous `sync` (per-file fsync plus batched directory fsync; unlike `syncfs` it
+/// does not flush unrelated files on a shared filesystem, and it reports errors for exactly our files).
+pub struct DirDisk {
+    root: PathBuf,
+    /// Directories whose entries changed (rename, unlink, mkdir) since the last `sync`.
+    dirty_dirs: Mutex<HashSet<PathBuf>>,
+}
+
+impl DirDisk {
+    pub fn new(root: &Path) -> DirDisk {
+        DirDisk {
+            root: root.to_path_buf(),
+            dirty_dirs: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn map_err(&self, path: &Path, e: std::io::Error) -> Error {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NoSpace {
+                disk: self.describe(),
+            },
+            Some(libc::EROFS) => Error::ReadOnly,
+            _ if e.kind() == ErrorKind::NotFound => Error::NotFound,
+            _ => Error::io(path.display(), e),
+        }
+    }
+
+    /// Creates `dir` and missing ancestors below the root, marking each new entry's parent dirty.
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            if parent != self.root && parent.starts_with(&self.root) {
+                self.ensure_dir(parent)?;
+            }
+            match fs::create_dir(dir) {
+                Ok(()) => {
+                    self.dirty_dirs.lock().insert(parent.to_path_buf());
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(self.map_err(dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.map_err(dir, e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| self.map_err(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let relname = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = entry.file_type().map_err(|e| self.map_err(dir, e))?;
+            if ft.is_dir() {
+                self.walk(&entry.path(), &relname, out)?;
+            } else if !name.contains(".tmp-") {
+                out.push(relname);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Disk for DirDisk {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        check_name(name)?;
+        let path = self.root.join(name);
+        let dir = path
+            .parent()
+            .expect("object path has a parent")
+            .to_path_buf();
+        if !self.root.is_dir() {
+            fs::create_dir_all(&self.root).map_err(|e| self.map_err(&self.root, e))?;
+        }
+        self.ensure_dir(&dir)?;
+        let tmp = dir.join(format!(
+            "{}.tmp-{:016x}",
+            path.file_name().expect("file name").to_string_lossy(),
+            rand::thread_rng().gen::<u64>()
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            // Never leave the temp file behind (it would hold space on a full disk).
+            let _ = fs::remove_file(&tmp);
+            return Err(self.map_err(&path, e));
+        }
+        self.dirty_dirs.lock().insert(dir);
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        check_name(name)?;
+        let path = self.root.join(name);
+        fs::read(&path).map_err(|e| self.map_err(&path, e))
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        let path = self.root.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                self.dirty_dirs
+                    .lock()
+                    .insert(path.parent().expect("parent").to_path_buf());
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.map_err(&path, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let base = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let mut out = Vec::new();
+        self.walk(&self.root.join(base), base, &mut out)?;
+        out.retain(|n| n.starts_with(prefix));
+        Ok(out)
+    }
+
+    fn sync(&self) -> Result<()> {
+        let dirs: Vec<PathBuf> = self.dirty_dirs.lock().drain().collect();
+        let mut first_err = None;
+        for (i, d) in dirs.iter().enumerate() {
+            if let Err(e) = fsync_dir(d) {
+                if e.kind() == ErrorKind::NotFound {
+                    continue;
+                }
+                // Keep the rest dirty so a retry syncs them again.
+                self.dirty_dirs.lock().extend(dirs[i..].iter().cloned());
+                first_err = Some(self.map_err(d, e));
+                break;
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn stat(&self) -> DiskStat {
+        if !self.root.is_dir() {
+            return DiskStat {
+                present: false,
+                writable: false,
+            };
+        }
+        let probe = self.root.join(format!(
+            ".probe.tmp-{:016x}",
+            rand::thread_rng().gen::<u64>()
+        ));
+        let writable = File::create(&probe).is_ok();
+        let _ = fs::remove_file(&probe);
+        DiskStat {
+            present: true,
+            writable,
+        }
+    }
+}

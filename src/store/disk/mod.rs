@@ -1,0 +1,76 @@
+//! The narrow `Disk` trait every storage backend implements, and its three implementations.
+//!
+//! Names are relative `/`-separated paths (`valencefs.hdr`, `shards/ab/cd/<hex>.<i>`). The contract, checked by
+//! one conformance suite (`tests/store_disk.rs`) for every implementation:
+//! - `put` replaces the object atomically: a reader (or a crash) sees the old content, nothing, or the new
+//!   content, never a mix; it is durable only after a later `sync` returns.
+//! - `get` of an absent name is `Error::NotFound`; `delete` of an absent name is `Ok`.
+//! - `list(prefix)` returns every stored name starting with `prefix`, in no particular order, and never
+//!   temporary names.
+//! - `sync` makes every `put`/`delete` that returned before it durable.
+
+mod dir;
+mod fault;
+mod mem;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use dir::DirDisk;
+pub use fault::{FaultDisk, Faults};
+pub use mem::MemDisk;
+
+use crate::error::Result;
+
+/// What a disk can say about itself without reading any object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskStat {
+    /// The backing location exists (a directory disk whose directory is gone is not present).
+    pub present: bool,
+    /// Writes are accepted (probed, not guessed from permission bits: tests run as root).
+    pub writable: bool,
+}
+
+/// A place that stores named byte objects. Implementations are shared between threads.
+pub trait Disk: Send + Sync {
+    /// A human description for reports (the directory path for a directory disk).
+    fn describe(&self) -> String;
+    /// Stores `data` under `name`, atomically replacing any previous object.
+    fn put(&self, name: &str, data: &[u8]) -> Result<()>;
+    /// Reads the whole object.
+    fn get(&self, name: &str) -> Result<Vec<u8>>;
+    /// Removes the object; absent is not an error.
+    fn delete(&self, name: &str) -> Result<()>;
+    /// Every name starting with `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Makes every completed `put`/`delete` durable.
+    fn sync(&self) -> Result<()>;
+    /// Presence and writability.
+    fn stat(&self) -> DiskStat;
+    /// Whether concurrent I/O to this disk pays off (false for in-memory disks, where a thread costs more than
+    /// the copy). A hint for the store's scheduling only.
+    fn parallel_io(&self) -> bool {
+        true
+    }
+}
+
+/// A directory disk at `path`. Never fails: a missing directory shows up as `DiskStat::present == false`, which
+/// `Store::open` reports, and `Store::create` creates the directory.
+pub fn open_dir_disk(path: &Path) -> Arc<dyn Disk> {
+    Arc::new(DirDisk::new(path))
+}
+
+/// Rejects names that could escape the disk root or collide with temporary files.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        || name.contains(".tmp-");
+    if bad {
+        Err(crate::Error::Invalid(format!("bad object name {name:?}")))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! The golden volume of format v1 (`tests/fixtures/v1/`), written once and read by every build forever after.
+//! Regenerate only on purpose: `VALENCEFS_REGEN_GOLDEN=1 cargo test --test store_golden` (a new fixture for a
+//! new format version goes into a new directory; v1 stays).
+
+use std::path::{Path, PathBuf};
+
+use valencefs::store::{
+    open_dir_disk, ChunkId, ChunkerParams, CreateOptions, DiskState, KdfParams, Redundancy, Store,
+};
+
+const PASSPHRASE: &[u8] = b"valencefs golden v1";
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn disks(root: &Path) -> Vec<std::sync::Arc<dyn valencefs::store::Disk>> {
+    (0..3)
+        .map(|i| open_dir_disk(&root.join(format!("disk{i}"))))
+        .collect()
+}
+
+fn xorshift(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn regenerate(root: &Path) {
+    let _ = std::fs::remove_dir_all(root);
+    let opts = CreateOptions {
+        redundancy: Redundancy { k: 2, m: 1 },
+        compression: true,
+        kdf: KdfParams::insecure_fast(),
+        chunker: ChunkerParams {
+            min: 1024,
+            avg: 4096,
+            max: 16384,
+        },
+    };
+    let store = Store::create(disks(root), &opts, PASSPHRASE).unwrap();
+    let mut text = Vec::new();
+    while text.len() < 9000 {
+        text.extend_from_slice(b"The golden volume is kept forever. ");
+    }
+    let inputs = [xorshift(14_000, 0x5eed), text, Vec::new(), b"x".to_vec()];
+    let mut manifest = String::from(
+        "# chunk id, plaintext length, BLAKE3 of plaintext; passphrase \"valencefs golden v1\"\n",
+    );
+    for data in &inputs {
+        let mut off = 0;
+        let mut lens = store.chunk_lengths(data);
+        if data.is_empty() {
+            lens.push(0);
+        }
+        for len in lens {
+            let piece = &data[off..off + len];
+            off += len;
+            let id = store.chunk_id(piece);
+            store.put(&id, piece).unwrap();
+            manifest.push_str(&format!(
+                "{} {} {}\n",
+                id.to_hex(),
+                len,
+                blake3::hash(piece).to_hex()
+            ));
+        }
+    }
+    store.sync().unwrap();
+    std::fs::write(root.join("chunks.txt"), manifest).unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+fn parse_id(hex: &str) -> ChunkId {
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    ChunkId(id)
+}
+
+#[test]
+fn golden_v1_volume_opens_and_reads() {
+    if std::env::var_os("VALENCEFS_REGEN_GOLDEN").is_some() {
+        regenerate(&fixture());
+    }
+    // Work on a copy: opening probes writability and a read may heal, neither may touch the fixture.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&fixture(), tmp.path());
+    let store = Store::open(disks(tmp.path()), PASSPHRASE).unwrap();
+    assert_eq!(store.redundancy(), Redundancy { k: 2, m: 1 });
+    assert_eq!(store.max_chunk_size(), 16384);
+    assert!(store.health().iter().all(|h| h.state == DiskState::Ok));
+    let manifest = std::fs::read_to_string(tmp.path().join("chunks.txt")).unwrap();
+    let mut expected = Vec::new();
+    for line in manifest.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split(' ').collect();
+        let id = parse_id(f[0]);
+        let (bytes, report) = store.get_report(&id).unwrap();
+        assert!(report.fast_path, "golden chunk {} needed repair", f[0]);
+        assert_eq!(bytes.len(), f[1].parse::<usize>().unwrap());
+        assert_eq!(blake3::hash(&bytes).to_hex().as_str(), f[2]);
+        assert_eq!(store.chunk_id(&bytes), id);
+        expected.push(id);
+    }
+    assert!(expected.len() >= 5);
+    expected.sort();
+    expected.dedup();
+    assert_eq!(store.list_chunks().unwrap(), expected);
+    // Degraded: the golden volume still reads with its first disk gone.
+    std::fs::remove_dir_all(tmp.path().join("disk0")).unwrap();
+    let store = Store::open(disks(tmp.path()), PASSPHRASE).unwrap();
+    for id in &expected {
+        store.get(id).unwrap();
+    }
+}
