@@ -547,7 +547,7 @@ impl From<Error> for Failure {
         let code = match &e {
             Error::WrongPassphrase => Code::WrongPassphrase,
             Error::BadDisk { .. } | Error::Unrecoverable { .. } => Code::Disks,
-            Error::Volume(_) | Error::Format(_) | Error::Exists => Code::Config,
+            Error::Volume(_) | Error::Format(_) | Error::Exists | Error::Invalid(_) => Code::Config,
             _ => Code::Failure,
         };
         Failure::new(code, e.to_string())

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::fs::{Chunks, Fs, FsOptions};
+use crate::store::{open_dir_disk, ChunkId, CreateOptions, Disk, KdfParams, Redundancy, Store};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -104,30 +105,10 @@ impl Config {
     }
 }
 
-/// Redundancy presets and `K+M` → (data shards, parity shards).
-// INTERIM: replaced by `crate::store::Redundancy: FromStr` once the store lands on main.
+/// Redundancy presets and `K+M` → (data shards, parity shards), as the store defines them.
 pub fn parse_redundancy(s: &str) -> Result<(usize, usize)> {
-    let (k, m) = match s {
-        "minimal" => (2, 1),
-        "personal" => (3, 2),
-        "federation" => (5, 4),
-        "paranoid" => (7, 8),
-        _ => {
-            let bad = || {
-                Error::Volume(format!(
-                    "redundancy '{s}': expected personal, minimal, federation, paranoid or K+M (e.g. 3+2)"
-                ))
-            };
-            let (k, m) = s.split_once('+').ok_or_else(bad)?;
-            let k: usize = k.trim().parse().map_err(|_| bad())?;
-            let m: usize = m.trim().parse().map_err(|_| bad())?;
-            if k == 0 || k + m > 255 {
-                return Err(bad());
-            }
-            (k, m)
-        }
-    };
-    Ok((k, m))
+    let r: Redundancy = s.parse()?;
+    Ok((r.k as usize, r.m as usize))
 }
 
 /// What `valencefs init` needs.
@@ -167,7 +148,17 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d.display(), e))?;
     }
     mkdir_private(&cfg.state_dir)?;
-    interim::create(&cfg, req.passphrase)?;
+    let opts = CreateOptions {
+        redundancy: cfg.redundancy.parse()?,
+        compression: cfg.compression == "zstd",
+        kdf: if req.insecure_fast_kdf {
+            KdfParams::insecure_fast()
+        } else {
+            KdfParams::default()
+        },
+        ..CreateOptions::default()
+    };
+    Store::create(disks(&cfg), &opts, req.passphrase)?;
     cfg.write_new(req.config_path)?;
     Ok(cfg)
 }
@@ -191,12 +182,67 @@ pub fn open(cfg: &Config, passphrase: &[u8], opts: FsOptions) -> Result<Arc<Fs>>
 
 /// Replaces the passphrase: `old` must open the volume; afterwards only `new` does. The volume must not be mounted.
 pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
-    interim::change_passphrase(cfg, old, new)
+    open_store(cfg, old)?.change_passphrase(old, new)
 }
 
 /// Opens the chunk store over the configured disks.
 pub fn open_chunks(cfg: &Config, passphrase: &[u8]) -> Result<Arc<dyn Chunks>> {
-    interim::open(cfg, passphrase)
+    Ok(Arc::new(StoreChunks(open_store(cfg, passphrase)?)))
+}
+
+fn disks(cfg: &Config) -> Vec<Arc<dyn Disk>> {
+    cfg.disks.iter().map(|d| open_dir_disk(d)).collect()
+}
+
+/// Opens the store after a typed pre-check: more missing disk directories than the redundancy tolerates is a
+/// [`Error::BadDisk`] naming them (the store itself reports subtler disk trouble).
+fn open_store(cfg: &Config, passphrase: &[u8]) -> Result<Store> {
+    let (_, m) = parse_redundancy(&cfg.redundancy)?;
+    let missing: Vec<String> = cfg
+        .disks
+        .iter()
+        .filter(|d| !d.is_dir())
+        .map(|d| d.display().to_string())
+        .collect();
+    if missing.len() > m {
+        return Err(Error::BadDisk {
+            disk: missing.join(", "),
+            reason: format!(
+                "{} of {} disks missing; redundancy {} tolerates {m}",
+                missing.len(),
+                cfg.disks.len(),
+                cfg.redundancy
+            ),
+        });
+    }
+    Store::open(disks(cfg), passphrase)
+}
+
+/// The store as the core sees it.
+struct StoreChunks(Store);
+
+impl Chunks for StoreChunks {
+    fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        self.0.chunk_id(data)
+    }
+    fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
+        self.0.chunk_lengths(data)
+    }
+    fn max_chunk_size(&self) -> usize {
+        self.0.max_chunk_size()
+    }
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
+        self.0.put(id, data)
+    }
+    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        self.0.get(id)
+    }
+    fn delete(&self, id: &ChunkId) -> Result<()> {
+        self.0.delete(id)
+    }
+    fn sync(&self) -> Result<()> {
+        self.0.sync()
+    }
 }
 
 /// The daemon's exclusive hold on a state directory (`flock` on `STATE/lock`, holding the daemon's pid).
@@ -272,118 +318,6 @@ fn try_flock(f: &File) -> bool {
 fn try_flock_shared(f: &File) -> bool {
     // SAFETY: a valid open descriptor.
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 }
-}
-
-/// INTERIM chunk store, used only until `crate::store::Store` lands on main: plain, UNENCRYPTED chunk files on the
-/// first disk plus a passphrase check file, so the mount, CLI and mounted tests can be exercised end to end.
-/// Delete this module when the real store is wired into [`open_chunks`] and [`init`].
-mod interim {
-    use super::*;
-    use crate::store::ChunkId;
-
-    const MARK: &str = "valencefs-interim-disk";
-    const CHECK: &str = "valencefs-interim-passcheck";
-    const CHUNK: usize = 1 << 20;
-
-    fn check_value(passphrase: &[u8]) -> String {
-        blake3::derive_key("valencefs interim passphrase check", passphrase)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    pub fn create(cfg: &Config, passphrase: &[u8]) -> Result<()> {
-        for (i, d) in cfg.disks.iter().enumerate() {
-            let p = d.join(MARK);
-            std::fs::write(&p, format!("{i}\n")).map_err(|e| Error::io(p.display(), e))?;
-            let p = d.join(CHECK);
-            std::fs::write(&p, check_value(passphrase)).map_err(|e| Error::io(p.display(), e))?;
-        }
-        Ok(())
-    }
-
-    pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
-        open(cfg, old)?;
-        for d in cfg.disks.iter().filter(|d| d.join(MARK).is_file()) {
-            let p = d.join(CHECK);
-            std::fs::write(&p, check_value(new)).map_err(|e| Error::io(p.display(), e))?;
-        }
-        Ok(())
-    }
-
-    pub fn open(cfg: &Config, passphrase: &[u8]) -> Result<Arc<dyn Chunks>> {
-        let (k, m) = parse_redundancy(&cfg.redundancy)?;
-        let present: Vec<&PathBuf> = cfg
-            .disks
-            .iter()
-            .filter(|d| d.join(MARK).is_file())
-            .collect();
-        let missing = cfg.disks.len() - present.len();
-        if missing > m || present.len() < k {
-            return Err(Error::BadDisk {
-                disk: format!("{missing} of {}", cfg.disks.len()),
-                reason: format!("missing; redundancy {k}+{m} tolerates at most {m}"),
-            });
-        }
-        let stored = std::fs::read_to_string(present[0].join(CHECK)).unwrap_or_default();
-        if stored.trim() != check_value(passphrase) {
-            return Err(Error::WrongPassphrase);
-        }
-        let dir = cfg.disks[0].join("interim-chunks");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        Ok(Arc::new(PlainDir { dir }))
-    }
-
-    struct PlainDir {
-        dir: PathBuf,
-    }
-
-    impl PlainDir {
-        fn path(&self, id: &ChunkId) -> PathBuf {
-            self.dir.join(id.to_hex())
-        }
-    }
-
-    impl Chunks for PlainDir {
-        fn chunk_id(&self, data: &[u8]) -> ChunkId {
-            ChunkId(*blake3::hash(data).as_bytes())
-        }
-        fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
-            data.chunks(CHUNK).map(<[u8]>::len).collect()
-        }
-        fn max_chunk_size(&self) -> usize {
-            CHUNK
-        }
-        fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
-            let p = self.path(id);
-            if !p.exists() {
-                let tmp = p.with_extension("tmp");
-                std::fs::write(&tmp, data)
-                    .and_then(|_| File::open(&tmp)?.sync_all())
-                    .and_then(|_| std::fs::rename(&tmp, &p))
-                    .map_err(|e| Error::io(p.display(), e))?;
-            }
-            Ok(data.len() as u64)
-        }
-        fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
-            let p = self.path(id);
-            std::fs::read(&p).map_err(|e| Error::io(p.display(), e))
-        }
-        fn delete(&self, id: &ChunkId) -> Result<()> {
-            let p = self.path(id);
-            match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io(p.display(), e))
-                }
-                _ => Ok(()),
-            }
-        }
-        fn sync(&self) -> Result<()> {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(self.dir.display(), e))
-        }
-    }
 }
 
 #[cfg(test)]

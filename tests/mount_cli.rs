@@ -134,7 +134,7 @@ fn init_refusals() {
         d.join("a").to_str().unwrap(),
     ]);
     assert_eq!(code(&o), 3);
-    assert_one_line(&o, "redundancy 'lots'");
+    assert_one_line(&o, "lots");
 }
 
 #[test]

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 
 #[test]
-#[ignore = "needs crate::store::Store and the fs core on main (the interim store keeps chunks on disk 1)"]
+
 fn two_disks_deleted_while_mounted() {
     if !fuse_available() {
         return;
