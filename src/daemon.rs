@@ -360,7 +360,6 @@ fn serve(
             ));
         }
     };
-    drop(fs);
     // The kernel resets readahead when it processes our INIT reply, so raise it only once the mount answers.
     let ra_mp = mountpoint.to_path_buf();
     let _ = std::thread::Builder::new()
@@ -401,6 +400,10 @@ fn serve(
     );
     report("OK\n");
     let result = mounted.run();
+    // `run` ended with `Fs::shutdown` (flush + durable commit), so the core's destructors have nothing left to do;
+    // the process exits right after. Skipping them keeps a destructor that blocks (seen: redb's drop waiting on an
+    // open write transaction after a read-only mount) from holding the state lock, and `valencefs umount`, forever.
+    std::mem::forget(fs);
     if let Err(e) = &result {
         eprintln!("{} valencefs: shutdown after unmount failed: {e}", stamp());
     }
