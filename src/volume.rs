@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::fs::{Chunks, Fs, FsOptions};
-use crate::store::{open_dir_disk, ChunkId, CreateOptions, Disk, KdfParams, Redundancy, Store};
+use crate::store::{open_dir_disk, CreateOptions, Disk, KdfParams, Redundancy, Store};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -187,7 +187,7 @@ pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
 
 /// Opens the chunk store over the configured disks.
 pub fn open_chunks(cfg: &Config, passphrase: &[u8]) -> Result<Arc<dyn Chunks>> {
-    Ok(Arc::new(StoreChunks(open_store(cfg, passphrase)?)))
+    Ok(Arc::new(open_store(cfg, passphrase)?))
 }
 
 fn disks(cfg: &Config) -> Vec<Arc<dyn Disk>> {
@@ -216,33 +216,6 @@ fn open_store(cfg: &Config, passphrase: &[u8]) -> Result<Store> {
         });
     }
     Store::open(disks(cfg), passphrase)
-}
-
-/// The store as the core sees it.
-struct StoreChunks(Store);
-
-impl Chunks for StoreChunks {
-    fn chunk_id(&self, data: &[u8]) -> ChunkId {
-        self.0.chunk_id(data)
-    }
-    fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
-        self.0.chunk_lengths(data)
-    }
-    fn max_chunk_size(&self) -> usize {
-        self.0.max_chunk_size()
-    }
-    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
-        self.0.put(id, data)
-    }
-    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        self.0.get(id)
-    }
-    fn delete(&self, id: &ChunkId) -> Result<()> {
-        self.0.delete(id)
-    }
-    fn sync(&self) -> Result<()> {
-        self.0.sync()
-    }
 }
 
 /// The daemon's exclusive hold on a state directory (`flock` on `STATE/lock`, holding the daemon's pid).
