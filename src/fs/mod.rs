@@ -172,6 +172,14 @@ pub struct Fs {
     threads: Mutex<Vec<JoinHandle<()>>>,
     db_path: std::path::PathBuf,
     snapshots: Mutex<SnapshotState>,
+    prefetch: Prefetch,
+}
+
+/// Read-ahead of whole chunks: ids queued by readers, fetched into the read cache by two background threads.
+struct Prefetch {
+    tx: Mutex<std::sync::mpsc::Sender<ChunkId>>,
+    rx: Arc<Mutex<std::sync::mpsc::Receiver<ChunkId>>>,
+    queued: Mutex<std::collections::HashSet<ChunkId>>,
 }
 
 /// Where metadata snapshots stand: when the last was taken and the chunks of the last two.
@@ -352,6 +360,7 @@ impl Fs {
             }
         }
         tx.commit(true)?;
+        let (ptx, prx) = std::sync::mpsc::channel();
         let fs = Arc::new(Fs {
             inner: Mutex::new(inner),
             cond: Condvar::new(),
@@ -368,7 +377,21 @@ impl Fs {
                 current: None,
                 previous: None,
             }),
+            prefetch: Prefetch {
+                tx: Mutex::new(ptx),
+                rx: Arc::new(Mutex::new(prx)),
+                queued: Mutex::new(std::collections::HashSet::new()),
+            },
         });
+        for i in 0..2 {
+            let weak = Arc::downgrade(&fs);
+            let rx = fs.prefetch.rx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("valencefs-readahead-{i}"))
+                .spawn(move || prefetch_loop(weak, rx))
+                .map_err(|e| Error::io("readahead thread", e))?;
+            fs.threads.lock().push(t);
+        }
         if !fs.opts.read_only {
             let weak = Arc::downgrade(&fs);
             let flusher = std::thread::Builder::new()
@@ -392,7 +415,14 @@ impl Fs {
 
     /// Flushes all dirty data, commits durably and stops background threads. Called at unmount.
     pub fn shutdown(&self) -> Result<()> {
-        let res = self.sync_all().and_then(|_| self.snapshot(true));
+        let res = self.sync_all();
+        if res.is_ok() {
+            // The local database is durable already; a snapshot that cannot be placed (too few disks) only
+            // widens the recovery window, so it is reported, not fatal to the unmount.
+            if let Err(e) = self.snapshot(true) {
+                log::warn!("metadata snapshot at unmount failed (the local state is durable): {e}");
+            }
+        }
         self.inner.lock().stopping = true;
         self.flusher_wake.notify_all();
         self.cond.notify_all();
@@ -501,6 +531,14 @@ impl Fs {
         Ok(())
     }
 
+    /// Ends a metadata transaction inside a flush, which holds the put gate: never durable here (a durable
+    /// commit needs the gate exclusively); callers that promise durability sync after the flush.
+    fn finish_grouped(&self, g: &mut MutexGuard<'_, Inner>, tx: Tx) -> Result<()> {
+        tx.commit(false)?;
+        g.unsynced = true;
+        Ok(())
+    }
+
     /// Ends a metadata transaction: durable at once when mounted `sync`, else grouped into the next durable commit.
     fn finish(&self, g: &mut MutexGuard<'_, Inner>, tx: Tx) -> Result<()> {
         if self.opts.sync {
@@ -580,6 +618,28 @@ impl Fs {
         let g = self.inner.lock();
         let mut tx = g.meta.write()?;
         tx.totals()
+    }
+}
+
+/// Fetches queued chunks into the read cache; ends when the filesystem stops.
+fn prefetch_loop(fs: std::sync::Weak<Fs>, rx: Arc<Mutex<std::sync::mpsc::Receiver<ChunkId>>>) {
+    loop {
+        let id = match rx.lock().recv_timeout(Duration::from_millis(200)) {
+            Ok(id) => id,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => match fs.upgrade() {
+                Some(f) if !f.inner.lock().stopping => continue,
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let Some(f) = fs.upgrade() else { return };
+        if !f.cache.lock().contains(&id) {
+            // Errors surface to the reader when it asks for the chunk itself.
+            if let Ok(d) = f.chunks.get(&id) {
+                f.cache.lock().insert(id, Arc::new(d));
+            }
+        }
+        f.prefetch.queued.lock().remove(&id);
     }
 }
 
