@@ -125,15 +125,17 @@ impl DirtyMap {
         );
     }
 
-    /// Removes up to about `limit` bytes of dirty extents, lowest offsets first.
-    pub fn take_batch(&mut self, limit: u64) -> Vec<(u64, Vec<u8>)> {
+    /// Removes dirty extents, lowest offsets first, until their cost reaches `limit`: each extent costs its
+    /// length plus `overhead` (the stored data around it that re-chunking reads and rewrites), so scattered small
+    /// writes make small batches and a flush's memory and work stay bounded.
+    pub fn take_batch(&mut self, limit: u64, overhead: u64) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
         let mut taken = 0u64;
         while taken < limit {
             let Some((s, d)) = self.map.pop_first() else {
                 break;
             };
-            taken += d.len() as u64;
+            taken += d.len() as u64 + overhead;
             self.bytes -= d.len() as u64;
             out.push((s, d));
         }
@@ -274,7 +276,7 @@ mod tests {
                 m.punch(off, len as u64);
                 model[off as usize..(off as usize + len).min(4096)].fill(0);
             } else {
-                let taken = m.take_batch(100);
+                let taken = m.take_batch(100, 10);
                 for (s, d) in taken.iter().rev() {
                     m.insert_under(*s, d);
                 }

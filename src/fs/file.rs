@@ -497,7 +497,10 @@ impl Fs {
         }
         let batch: Vec<(u64, Arc<Vec<u8>>)> = f
             .dirty
-            .take_batch(FLUSH_BATCH)
+            .take_batch(
+                FLUSH_BATCH.min(self.opts.cache_size / 4).max(1 << 20),
+                self.chunks.max_chunk_size() as u64,
+            )
             .into_iter()
             .map(|(s, d)| (s, Arc::new(d)))
             .collect();
