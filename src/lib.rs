@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod fs;
+pub mod maint;
 pub mod meta;
 pub mod store;
 
