@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::store::scan::{check_shard, ShardCheck};
-use crate::store::{DiskState, Store};
+use crate::store::{ChunkId, DiskState, Store};
 
 use super::state_name;
 
@@ -66,12 +66,57 @@ impl ReplaceReport {
 /// Shards made durable per batch: a crash loses at most this many chunks' worth of rebuild work.
 const SYNC_EVERY: u64 = 64;
 
+/// Chunks rebuilt in parallel per round; the progress callback runs after each round, once per chunk.
+const ROUND: usize = 16;
+
+/// Outcome for one chunk.
+enum Step {
+    Present,
+    Rebuilt(u64),
+    Failed(String),
+    /// No shard of this chunk belongs on the slot.
+    NotHere,
+}
+
+fn rebuild_one(store: &Store, disk: &dyn crate::store::Disk, slot: usize, id: &ChunkId) -> Step {
+    let expect = store.shard_expect();
+    let n = (expect.k + expect.m) as usize;
+    let Some(i) = (0..n).find(|&i| store.shard_disk(id, i) == slot) else {
+        return Step::NotHere;
+    };
+    if let ShardCheck::Good { .. } = check_shard(disk, id, i, &expect) {
+        return Step::Present;
+    }
+    match store.scrub(id) {
+        Ok(r) if r.healed.contains(&i) => match check_shard(disk, id, i, &expect) {
+            ShardCheck::Good { bytes, .. } => Step::Rebuilt(bytes),
+            other => Step::Failed(format!("rebuilt shard does not verify: {other:?}")),
+        },
+        Ok(_) => Step::Failed("shard not rewritten (disk refused the write?)".into()),
+        Err(e) => Step::Failed(e.to_string()),
+    }
+}
+
 /// Rebuilds slot `slot` of `store`, whose disk there is a blank (or partly rebuilt) directory of this volume.
-/// The slot is first readmitted (its header written with the current epoch). `progress` is called after each
-/// chunk; returning `false` stops (what was rebuilt is synced and stays; a later run skips it).
+/// The slot is first readmitted (its header written with the current epoch). Chunks are rebuilt a round of 16 at
+/// a time on `threads` threads; `progress` is called after each chunk; returning `false` stops at the end of the
+/// round (what was rebuilt is synced and stays; a later run skips it).
 pub fn replace(
     store: &Store,
     slot: usize,
+    progress: &mut dyn FnMut(&ReplaceProgress) -> bool,
+) -> Result<ReplaceReport> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    replace_with(store, slot, threads, progress)
+}
+
+/// [`replace`] with an explicit number of rebuild threads.
+pub fn replace_with(
+    store: &Store,
+    slot: usize,
+    threads: usize,
     progress: &mut dyn FnMut(&ReplaceProgress) -> bool,
 ) -> Result<ReplaceReport> {
     let start = Instant::now();
@@ -81,8 +126,6 @@ pub fn replace(
         .ok_or_else(|| Error::Invalid(format!("no disk #{slot}")))?
         .clone();
     store.readmit(slot)?;
-    let expect = store.shard_expect();
-    let n = (expect.k + expect.m) as usize;
     let ids = store.list_chunks()?;
     let mut report = ReplaceReport {
         slot,
@@ -94,34 +137,55 @@ pub fn replace(
         complete: true,
         ..Default::default()
     };
-    let p = &mut report.progress;
-    for id in &ids {
-        if let Some(i) = (0..n).find(|&i| store.shard_disk(id, i) == slot) {
-            match check_shard(disk.as_ref(), id, i, &expect) {
-                ShardCheck::Good { .. } => p.shards_present += 1,
-                _ => match store.scrub(id) {
-                    Ok(r) if r.healed.contains(&i) => {
-                        p.shards_rebuilt += 1;
-                        if let ShardCheck::Good { bytes, .. } =
-                            check_shard(disk.as_ref(), id, i, &expect)
-                        {
-                            p.bytes_rebuilt += bytes;
-                        }
-                    }
-                    Ok(_) => report.failed.push((
-                        id.to_hex(),
-                        "shard not rewritten (disk refused the write?)".into(),
-                    )),
-                    Err(e) => report.failed.push((id.to_hex(), e.to_string())),
-                },
+    let threads = threads.max(1);
+    let mut since_sync = 0;
+    for round in ids.chunks(ROUND) {
+        let steps: Vec<Step> = std::thread::scope(|s| {
+            let disk = disk.as_ref();
+            let handles: Vec<_> = (0..threads.min(round.len()))
+                .map(|t| {
+                    s.spawn(move || {
+                        round
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| j % threads == t)
+                            .map(|(j, id)| (j, rebuild_one(store, disk, slot, id)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all: Vec<(usize, Step)> = handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("rebuild thread panicked"))
+                .collect();
+            all.sort_by_key(|(j, _)| *j);
+            all.into_iter().map(|(_, st)| st).collect()
+        });
+        since_sync += round.len();
+        if since_sync >= SYNC_EVERY as usize {
+            store.sync()?;
+            since_sync = 0;
+        }
+        let mut go_on = true;
+        for (id, step) in round.iter().zip(steps) {
+            let p = &mut report.progress;
+            match step {
+                Step::Present => p.shards_present += 1,
+                Step::Rebuilt(bytes) => {
+                    p.shards_rebuilt += 1;
+                    p.bytes_rebuilt += bytes;
+                }
+                Step::Failed(why) => report.failed.push((id.to_hex(), why)),
+                Step::NotHere => {}
+            }
+            report.progress.chunks_done += 1;
+            // Once told to stop, the rest of the round (already rebuilt) is still counted, without asking again.
+            if go_on {
+                go_on = progress(&report.progress);
             }
         }
-        p.chunks_done += 1;
-        if p.chunks_done % SYNC_EVERY == 0 {
-            store.sync()?;
-        }
-        if !progress(p) {
-            report.complete = p.chunks_done == p.chunks_total;
+        if !go_on {
+            report.complete = report.progress.chunks_done == report.progress.chunks_total;
             break;
         }
     }
