@@ -82,3 +82,87 @@ fn replace_rebuilds_a_lost_disk_and_resumes_after_interruption() {
     check_files(&fs, &files);
     fs.shutdown().unwrap();
 }
+
+/// Child side of the kill test: runs a replace over the disks named in the environment, printing progress.
+fn replace_child(paths: &str) {
+    let disks = paths
+        .split(':')
+        .map(|p| valencefs::store::open_dir_disk(std::path::Path::new(p)))
+        .collect();
+    let st = Store::open(disks, PW).unwrap();
+    replace(&st, 2, &mut |p| {
+        use std::io::Write;
+        println!("REPLACE-PROGRESS {}", p.chunks_done);
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        true
+    })
+    .unwrap();
+    println!("REPLACE-DONE");
+}
+
+#[test]
+fn replace_killed_midway_completes_on_rerun() {
+    if let Ok(paths) = std::env::var("VFS_REPLACE_CHILD") {
+        replace_child(&paths);
+        return;
+    }
+    let mut vol = Vol::new();
+    let st = vol.store();
+    let fs = vol.fs(st.clone());
+    let files = write_files(&fs, 8 << 20, 0xc4a5);
+    fs.shutdown().unwrap();
+    drop(fs);
+    drop(st);
+    std::fs::remove_dir_all(&vol.disks[2]).unwrap();
+    vol.disks[2] = vol.root.path().join("disk2-new");
+    std::fs::create_dir(&vol.disks[2]).unwrap();
+
+    // kill -9 the rebuilding process once it reports 40 chunks done.
+    use std::io::BufRead;
+    let paths: Vec<String> = vol.disks.iter().map(|p| p.display().to_string()).collect();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "replace_killed_midway_completes_on_rerun",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VFS_REPLACE_CHILD", paths.join(":"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut killed_at = None;
+    for line in out.lines() {
+        let line = line.unwrap();
+        assert_ne!(
+            line, "REPLACE-DONE",
+            "the rebuild finished before it could be killed"
+        );
+        if let Some(n) = line.strip_prefix("REPLACE-PROGRESS ") {
+            if n.parse::<u64>().unwrap() >= 40 {
+                child.kill().unwrap();
+                killed_at = Some(n.to_string());
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    assert!(killed_at.is_some(), "child never reported progress");
+
+    // Rerun: the slot was readmitted before the kill; what was rebuilt and made durable is skipped.
+    let st = vol.store();
+    assert_eq!(st.health()[2].state, DiskState::Ok);
+    let r = replace(&st, 2, &mut |_| true).unwrap();
+    assert!(r.complete && r.failed.is_empty(), "{}", r.summary());
+    assert!(r.progress.shards_present >= 16, "{}", r.summary());
+    assert!(r.progress.shards_rebuilt > 0, "{}", r.summary());
+    drop(st);
+
+    std::fs::remove_dir_all(&vol.disks[1]).unwrap();
+    std::fs::remove_dir_all(&vol.disks[3]).unwrap();
+    let fs = vol.fs(vol.store());
+    check_files(&fs, &files);
+    fs.shutdown().unwrap();
+}
