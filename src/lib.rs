@@ -16,11 +16,17 @@
 //!
 //! The on-disk format is specified in `docs/FORMAT.md`.
 
+pub mod cli;
+pub mod daemon;
 pub mod error;
 pub mod fs;
+pub mod fuse;
 pub mod maint;
 pub mod meta;
+pub mod mount_opts;
+mod quickstart;
 pub mod store;
+pub mod volume;
 
 pub use error::{Error, Result};
 

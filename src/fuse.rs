@@ -1,0 +1,542 @@
+//! The FUSE adapter: translates kernel requests into [`Fs`] calls and replies; the only module that imports `fuser`.
+//!
+//! No filesystem logic lives here. Errors become errno values only through [`crate::Error::errno`]. The FUSE
+//! session thread stays cheap: every request that may do chunk I/O (read, write, flush, release, fsync, open,
+//! create, setattr, unlink, rename, fallocate, ...) is queued to a small pool of worker threads, which reply
+//! themselves (fuser replies are `Send`). Metadata lookups answer inline.
+//!
+//! The kernel is always mounted with `default_permissions`: it checks modes, owners and groups itself against the
+//! attributes we return, so the core runs with `FsOptions::check_permissions = false`.
+
+mod mount;
+mod pool;
+
+pub use mount::{mount, raise_readahead, unmount, MountSettings, Mounted};
+
+use crate::fs::{Attr, Ctx, FileKind, Fs, SetAttr, SetTime};
+use fuser::consts;
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
+};
+use pool::Pool;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Where `destroy` leaves the result of `Fs::shutdown` for [`Mounted::run`] to return.
+type Outcome = Arc<Mutex<Option<crate::Result<()>>>>;
+
+/// How long the kernel may cache attributes and directory entries we return.
+const TTL: Duration = Duration::from_secs(1);
+/// Largest write request we ask the kernel for (it also sizes `max_pages`).
+const MAX_WRITE: u32 = 1 << 20;
+/// `st_blksize` we report: tools such as `cp` size their buffers from it.
+const BLKSIZE: u32 = 128 << 10;
+/// Entries fetched from the core per `readdir` call while filling one kernel buffer.
+const READDIR_BATCH: usize = 1024;
+
+/// The `fuser::Filesystem` implementation: one method per kernel request, each a call into [`Fs`].
+struct Adapter {
+    fs: Arc<Fs>,
+    pool: Pool,
+    writeback_cache: bool,
+    outcome: Outcome,
+    finished: bool,
+}
+
+impl Adapter {
+    fn new(fs: Arc<Fs>, settings: &MountSettings, outcome: Outcome) -> Adapter {
+        let pool = Pool::new(&fs, settings.workers);
+        Adapter {
+            fs,
+            pool,
+            writeback_cache: settings.writeback_cache,
+            outcome,
+            finished: false,
+        }
+    }
+
+    fn spawn(&self, job: impl FnOnce(&Fs) + Send + 'static) {
+        self.pool.submit(Box::new(job), &self.fs);
+    }
+}
+
+fn ctx(req: &Request<'_>) -> Ctx {
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+fn kind(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: a.ino,
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: kind(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(at) => SetTime::At(at),
+    })
+}
+
+fn entry(reply: ReplyEntry, r: crate::Result<Attr>) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &file_attr(&a), a.generation),
+        Err(e) => reply.error(e.errno()),
+    }
+}
+
+fn empty(reply: ReplyEmpty, r: crate::Result<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e.errno()),
+    }
+}
+
+/// Answers an xattr request: a size-0 probe gets the length, a too-small buffer gets ERANGE.
+fn xattr(reply: ReplyXattr, size: u32, r: crate::Result<Vec<u8>>) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(libc::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(e.errno()),
+    }
+}
+
+/// Open flags sent back with every file handle: keep the page cache across opens (only this mount changes data).
+const OPEN_FLAGS: u32 = consts::FOPEN_KEEP_CACHE;
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+        // Each call may fail on an old kernel; we keep whatever it allows.
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        // The kernel offers its readahead ceiling; take all of it.
+        if let Err(max) = config.set_max_readahead(u32::MAX) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        let mut wanted = consts::FUSE_ASYNC_READ
+            | consts::FUSE_BIG_WRITES
+            | consts::FUSE_PARALLEL_DIROPS
+            | consts::FUSE_ATOMIC_O_TRUNC
+            | consts::FUSE_MAX_PAGES
+            | consts::FUSE_CACHE_SYMLINKS;
+        if self.writeback_cache {
+            wanted |= consts::FUSE_WRITEBACK_CACHE;
+        }
+        for bit in (0..32).map(|i| 1u32 << i).filter(|b| wanted & b != 0) {
+            if config.add_capabilities(bit).is_err() {
+                log::info!("kernel lacks FUSE capability {bit:#x}; continuing without it");
+            }
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.pool.drain();
+        let result = self.fs.shutdown();
+        if let Ok(mut o) = self.outcome.lock() {
+            *o = Some(result);
+        }
+    }
+
+    fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        entry(reply, self.fs.lookup(&ctx(req), parent, name));
+    }
+
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        self.fs.forget(ino, nlookup);
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match self.fs.getattr(ino) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn setattr(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+            ctime,
+            fh,
+        };
+        let ctx = ctx(req);
+        // A size change may flush or drop chunks: off the session thread.
+        self.spawn(move |fs| match fs.setattr(&ctx, ino, &set) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => reply.error(e.errno()),
+        });
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        match self.fs.readlink(ino) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn mknod(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        entry(
+            reply,
+            self.fs.mknod(&ctx(req), parent, name, mode, umask, rdev),
+        );
+    }
+
+    fn mkdir(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        entry(reply, self.fs.mkdir(&ctx(req), parent, name, mode, umask));
+    }
+
+    fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let (ctx, name) = (ctx(req), name.to_owned());
+        self.spawn(move |fs| empty(reply, fs.unlink(&ctx, parent, &name)));
+    }
+
+    fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.rmdir(&ctx(req), parent, name));
+    }
+
+    fn symlink(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        entry(reply, self.fs.symlink(&ctx(req), parent, link_name, target));
+    }
+
+    fn rename(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        // Replacing a file may release its chunks: off the session thread.
+        let (ctx, name, newname) = (ctx(req), name.to_owned(), newname.to_owned());
+        self.spawn(move |fs| {
+            empty(
+                reply,
+                fs.rename(&ctx, parent, &name, newparent, &newname, flags),
+            )
+        });
+    }
+
+    fn link(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        entry(reply, self.fs.link(&ctx(req), ino, newparent, newname));
+    }
+
+    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let ctx = ctx(req);
+        // O_TRUNC may drop chunks: off the session thread.
+        self.spawn(move |fs| match fs.open(&ctx, ino, flags) {
+            Ok(fh) => reply.opened(fh, OPEN_FLAGS),
+            Err(e) => reply.error(e.errno()),
+        });
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(libc::EINVAL);
+        };
+        self.spawn(move |fs| match fs.read(ino, fh, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e.errno()),
+        });
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(libc::EINVAL);
+        };
+        // The request buffer is reused by the session loop, so the bytes are copied once here.
+        let data = data.to_vec();
+        self.spawn(move |fs| match fs.write(ino, fh, offset, &data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e.errno()),
+        });
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _owner: u64, reply: ReplyEmpty) {
+        self.spawn(move |fs| empty(reply, fs.flush(ino, fh)));
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| empty(reply, fs.release(ino, fh)));
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, datasync: bool, reply: ReplyEmpty) {
+        self.spawn(move |fs| empty(reply, fs.fsync(ino, fh, datasync)));
+    }
+
+    fn opendir(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        match self.fs.opendir(&ctx(req), ino, flags) {
+            Ok(fh) => reply.opened(fh, 0),
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut cookie = offset.max(0) as u64;
+        loop {
+            let batch = match self.fs.readdir(ino, fh, cookie, READDIR_BATCH) {
+                Ok(b) => b,
+                Err(e) => return reply.error(e.errno()),
+            };
+            let last_batch = batch.len() < READDIR_BATCH;
+            for e in batch {
+                if reply.add(e.ino, e.offset as i64, kind(e.kind), &e.name) {
+                    return reply.ok(); // buffer full; the kernel asks again from this cookie
+                }
+                cookie = e.offset;
+            }
+            if last_batch {
+                return reply.ok();
+            }
+        }
+    }
+
+    fn releasedir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        _flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.releasedir(ino, fh));
+    }
+
+    fn fsyncdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| empty(reply, fs.fsyncdir(ino, fh, datasync)));
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn setxattr(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.setxattr(&ctx(req), ino, name, value, flags));
+    }
+
+    fn getxattr(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        xattr(reply, size, self.fs.getxattr(&ctx(req), ino, name));
+    }
+
+    fn listxattr(&mut self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        xattr(reply, size, self.fs.listxattr(&ctx(req), ino));
+    }
+
+    fn removexattr(&mut self, req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.removexattr(&ctx(req), ino, name));
+    }
+
+    fn access(&mut self, req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
+        empty(reply, self.fs.access(&ctx(req), ino, mask));
+    }
+
+    fn create(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (ctx, name) = (ctx(req), name.to_owned());
+        self.spawn(
+            move |fs| match fs.create(&ctx, parent, &name, mode, umask, flags) {
+                Ok((a, fh)) => reply.created(&TTL, &file_attr(&a), a.generation, fh, OPEN_FLAGS),
+                Err(e) => reply.error(e.errno()),
+            },
+        );
+    }
+
+    fn fallocate(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        length: i64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
+            return reply.error(libc::EINVAL);
+        };
+        self.spawn(move |fs| empty(reply, fs.fallocate(ino, fh, offset, length, mode)));
+    }
+
+    fn lseek(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        self.spawn(move |fs| match fs.lseek(ino, fh, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(e.errno()),
+        });
+    }
+}

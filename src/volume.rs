@@ -1,0 +1,380 @@
+//! The composition root: a volume's config file, its state-directory lock, and config + passphrase + disks → [`Fs`].
+
+use crate::error::{Error, Result};
+use crate::fs::{Chunks, Fs, FsOptions};
+use crate::store::{open_dir_disk, ChunkId, CreateOptions, Disk, KdfParams, Redundancy, Store};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The volume's config file (TOML), written by `valencefs init`. Unknown keys are rejected.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Disk directories, in slot order.
+    pub disks: Vec<PathBuf>,
+    /// Local state: metadata database, lock file, daemon log.
+    pub state_dir: PathBuf,
+    /// Write-back cache budget: bytes, or a size such as "256M".
+    #[serde(default = "default_cache_size")]
+    pub cache_size: Size,
+    /// `personal`, `minimal`, `federation`, `paranoid` or `K+M`.
+    #[serde(default = "default_redundancy")]
+    pub redundancy: String,
+    /// Chunk compression: `zstd` or `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+}
+
+/// A byte count written either as an integer or as a string with a unit ("256M").
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub fn bytes(&self) -> Result<u64> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(s) => crate::mount_opts::parse_size(s).map_err(Error::Volume),
+        }
+    }
+}
+
+fn default_cache_size() -> Size {
+    Size::Text("256M".into())
+}
+fn default_redundancy() -> String {
+    "personal".into()
+}
+fn default_compression() -> String {
+    "zstd".into()
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| Error::Volume(format!("{}: {}", path.display(), e.message())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Writes the config (mode 0600); refuses to overwrite an existing file.
+    pub fn write_new(&self, path: &Path) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let text = toml::to_string_pretty(self).map_err(|e| Error::Volume(e.to_string()))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(path.display(), e))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.cache_size.bytes()?;
+        let (k, m) = parse_redundancy(&self.redundancy)?;
+        if self.disks.len() < k + m {
+            return Err(Error::Volume(format!(
+                "redundancy {}+{} needs {} disks, {} given: with {} disks a stripe could survive only {} lost disk(s)",
+                k,
+                m,
+                k + m,
+                self.disks.len(),
+                self.disks.len(),
+                self.disks.len().saturating_sub(k)
+            )));
+        }
+        if !matches!(self.compression.as_str(), "zstd" | "none") {
+            return Err(Error::Volume(format!(
+                "compression '{}': expected zstd or none",
+                self.compression
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Redundancy presets and `K+M` → (data shards, parity shards), as the store defines them.
+pub fn parse_redundancy(s: &str) -> Result<(usize, usize)> {
+    let r: Redundancy = s.parse()?;
+    Ok((r.k as usize, r.m as usize))
+}
+
+/// What `valencefs init` needs.
+pub struct InitRequest<'a> {
+    pub config_path: &'a Path,
+    pub disks: Vec<PathBuf>,
+    pub state_dir: PathBuf,
+    pub redundancy: String,
+    pub compression: String,
+    pub cache_size: Size,
+    pub passphrase: &'a [u8],
+    /// Weak, fast key derivation, for tests only.
+    pub insecure_fast_kdf: bool,
+}
+
+/// Creates a volume: formats the disks, creates the state directory and writes the config file.
+pub fn init(req: &InitRequest<'_>) -> Result<Config> {
+    if req.config_path.exists() {
+        return Err(Error::Exists);
+    }
+    let absolute = |p: &Path| -> Result<PathBuf> {
+        std::path::absolute(p).map_err(|e| Error::io(p.display(), e))
+    };
+    let cfg = Config {
+        disks: req
+            .disks
+            .iter()
+            .map(|d| absolute(d))
+            .collect::<Result<_>>()?,
+        state_dir: absolute(&req.state_dir)?,
+        cache_size: req.cache_size.clone(),
+        redundancy: req.redundancy.clone(),
+        compression: req.compression.clone(),
+    };
+    cfg.validate()?;
+    for d in &cfg.disks {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d.display(), e))?;
+    }
+    mkdir_private(&cfg.state_dir)?;
+    let opts = CreateOptions {
+        redundancy: cfg.redundancy.parse()?,
+        compression: cfg.compression == "zstd",
+        kdf: if req.insecure_fast_kdf {
+            KdfParams::insecure_fast()
+        } else {
+            KdfParams::default()
+        },
+        ..CreateOptions::default()
+    };
+    Store::create(disks(&cfg), &opts, req.passphrase)?;
+    cfg.write_new(req.config_path)?;
+    Ok(cfg)
+}
+
+fn mkdir_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir.display(), e))
+}
+
+/// Opens the volume: unlocks the key with the passphrase, opens the disks and starts the core.
+/// The caller must hold the [`StateLock`].
+pub fn open(cfg: &Config, passphrase: &[u8], opts: FsOptions) -> Result<Arc<Fs>> {
+    mkdir_private(&cfg.state_dir)?;
+    let chunks = open_chunks(cfg, passphrase)?;
+    Fs::start(chunks, &cfg.state_dir, opts)
+}
+
+/// Replaces the passphrase: `old` must open the volume; afterwards only `new` does. The volume must not be mounted.
+pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
+    open_store(cfg, old)?.change_passphrase(old, new)
+}
+
+/// Opens the chunk store over the configured disks.
+pub fn open_chunks(cfg: &Config, passphrase: &[u8]) -> Result<Arc<dyn Chunks>> {
+    Ok(Arc::new(StoreChunks(open_store(cfg, passphrase)?)))
+}
+
+fn disks(cfg: &Config) -> Vec<Arc<dyn Disk>> {
+    cfg.disks.iter().map(|d| open_dir_disk(d)).collect()
+}
+
+/// Opens the store after a typed pre-check: more missing disk directories than the redundancy tolerates is a
+/// [`Error::BadDisk`] naming them (the store itself reports subtler disk trouble).
+fn open_store(cfg: &Config, passphrase: &[u8]) -> Result<Store> {
+    let (_, m) = parse_redundancy(&cfg.redundancy)?;
+    let missing: Vec<String> = cfg
+        .disks
+        .iter()
+        .filter(|d| !d.is_dir())
+        .map(|d| d.display().to_string())
+        .collect();
+    if missing.len() > m {
+        return Err(Error::BadDisk {
+            disk: missing.join(", "),
+            reason: format!(
+                "{} of {} disks missing; redundancy {} tolerates {m}",
+                missing.len(),
+                cfg.disks.len(),
+                cfg.redundancy
+            ),
+        });
+    }
+    Store::open(disks(cfg), passphrase)
+}
+
+/// The store as the core sees it.
+struct StoreChunks(Store);
+
+impl Chunks for StoreChunks {
+    fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        self.0.chunk_id(data)
+    }
+    fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
+        self.0.chunk_lengths(data)
+    }
+    fn max_chunk_size(&self) -> usize {
+        self.0.max_chunk_size()
+    }
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
+        self.0.put(id, data)
+    }
+    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        self.0.get(id)
+    }
+    fn delete(&self, id: &ChunkId) -> Result<()> {
+        self.0.delete(id)
+    }
+    fn sync(&self) -> Result<()> {
+        self.0.sync()
+    }
+}
+
+/// The daemon's exclusive hold on a state directory (`flock` on `STATE/lock`, holding the daemon's pid).
+/// Released when dropped or when the process dies, so `valencefs umount` can wait for it.
+pub struct StateLock {
+    _file: File,
+}
+
+/// Name of the lock file inside the state directory.
+const LOCK_FILE: &str = "lock";
+
+impl StateLock {
+    /// Takes the lock, waiting up to `wait` for a previous daemon (which may still be flushing) to let go.
+    pub fn acquire(state_dir: &Path, wait: Duration) -> Result<StateLock> {
+        mkdir_private(state_dir)?;
+        let path = state_dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        let deadline = Instant::now() + wait;
+        while !try_flock(&file) {
+            if Instant::now() >= deadline {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(Error::Volume(format!(
+                    "state directory {} is in use by another valencefs daemon (pid {})",
+                    state_dir.display(),
+                    pid.trim()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        file.set_len(0)
+            .and_then(|_| file.write_all(std::process::id().to_string().as_bytes()))
+            .map_err(|e| Error::io(path.display(), e))?;
+        Ok(StateLock { _file: file })
+    }
+
+    /// The pid of the daemon holding the lock, if one does.
+    pub fn holder(state_dir: &Path) -> Option<u32> {
+        let path = state_dir.join(LOCK_FILE);
+        let mut file = File::open(&path).ok()?;
+        if try_flock_shared(&file) {
+            return None;
+        }
+        let mut s = String::new();
+        file.read_to_string(&mut s).ok()?;
+        Some(s.trim().parse().unwrap_or(0))
+    }
+
+    /// Waits until no daemon holds the lock; false on timeout.
+    pub fn wait_released(state_dir: &Path, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Self::holder(state_dir).is_some() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+}
+
+fn try_flock(f: &File) -> bool {
+    // SAFETY: a valid open descriptor.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Probes with a shared lock (released when the probe's descriptor closes).
+fn try_flock_shared(f: &File) -> bool {
+    // SAFETY: a valid open descriptor.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trip_and_unknown_keys() {
+        let cfg = Config {
+            disks: vec!["/d/1".into(), "/d/2".into(), "/d/3".into()],
+            state_dir: "/s".into(),
+            cache_size: Size::Text("64M".into()),
+            redundancy: "2+1".into(),
+            compression: "zstd".into(),
+        };
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), cfg);
+        let bad = format!("{text}\nfrobnicate = 1\n");
+        assert!(toml::from_str::<Config>(&bad).is_err());
+        let numeric: Config = toml::from_str(&text.replace("\"64M\"", "1024")).unwrap();
+        assert_eq!(numeric.cache_size.bytes().unwrap(), 1024);
+    }
+
+    #[test]
+    fn too_few_disks_says_what_it_would_survive() {
+        let cfg = Config {
+            disks: vec!["/a".into(), "/b".into(), "/c".into(), "/d".into()],
+            state_dir: "/s".into(),
+            cache_size: Size::Bytes(1),
+            redundancy: "personal".into(),
+            compression: "none".into(),
+        };
+        let msg = cfg.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("needs 5 disks") && msg.contains("1 lost disk"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn presets() {
+        assert_eq!(parse_redundancy("personal").unwrap(), (3, 2));
+        assert_eq!(parse_redundancy("paranoid").unwrap(), (7, 8));
+        assert_eq!(parse_redundancy("4+2").unwrap(), (4, 2));
+        assert!(parse_redundancy("0+2").is_err());
+        assert!(parse_redundancy("lots").is_err());
+    }
+
+    #[test]
+    fn lock_excludes_and_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = StateLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(StateLock::holder(dir.path()), Some(std::process::id()));
+        // flock is per open file description, so a second acquire in-process is refused too.
+        assert!(StateLock::acquire(dir.path(), Duration::from_millis(100)).is_err());
+        drop(lock);
+        assert!(StateLock::wait_released(dir.path(), Duration::from_secs(1)));
+        assert_eq!(StateLock::holder(dir.path()), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! CLI contract without a live mount: exit codes and one-line messages for every refusal the issue names.
+
+mod common;
+use common::*;
+
+fn code(o: &std::process::Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+fn assert_one_line(o: &std::process::Output, needle: &str) {
+    let e = stderr(o);
+    assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "more than one line: {e}");
+}
+
+#[test]
+fn mount_refusals_have_codes_and_one_line() {
+    if !fuse_available() {
+        return;
+    }
+    let v = Vol::new("personal");
+    let (cfg, mnt) = (v.config.to_str().unwrap(), v.mnt.to_str().unwrap());
+
+    let o = vfs(&["mount", "-o", &format!("{},bogus", v.passopt()), cfg, mnt]);
+    assert_eq!(code(&o), 2);
+    assert_one_line(&o, "unknown mount option 'bogus'");
+
+    let o = vfs(&["mount", "-o", "passfile=/nonexistent/pass", cfg, mnt]);
+    assert_eq!(code(&o), 5);
+    assert_one_line(&o, "passfile /nonexistent/pass");
+
+    let o = vfs(&["mount", cfg, mnt]);
+    assert_eq!(code(&o), 5, "no passphrase source at all");
+    assert_one_line(&o, "no passphrase");
+
+    let wrong = v.dir.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    let o = vfs(&[
+        "mount",
+        "-o",
+        &format!("passfile={}", wrong.display()),
+        cfg,
+        mnt,
+    ]);
+    assert_eq!(code(&o), 4);
+    assert_one_line(&o, "wrong passphrase");
+    assert!(!is_mounted(&v.mnt));
+
+    let missing = v.dir.path().join("nowhere");
+    let o = vfs(&["mount", "-o", &v.passopt(), cfg, missing.to_str().unwrap()]);
+    assert_eq!(code(&o), 7);
+    assert_one_line(&o, "does not exist");
+
+    let o = vfs(&["mount", "-o", &v.passopt(), "/nonexistent.toml", mnt]);
+    assert_eq!(code(&o), 3);
+
+    // Three of five disks gone: personal (3+2) tolerates two.
+    for i in 1..=3 {
+        std::fs::remove_dir_all(v.disk(i)).unwrap();
+    }
+    let o = vfs(&["mount", "-o", &v.passopt(), cfg, mnt]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert_one_line(&o, "disk");
+    assert!(!is_mounted(&v.mnt));
+}
+
+#[test]
+fn passphrase_from_environment() {
+    let v = Vol::new("minimal");
+    let o = std::process::Command::new(bin())
+        .args([
+            "mount",
+            "-o",
+            "bogus_after_passphrase=1",
+            v.config.to_str().unwrap(),
+            v.mnt.to_str().unwrap(),
+        ])
+        .env("VALENCEFS_PASSPHRASE", "x")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "options are checked before anything else");
+    let o = std::process::Command::new(bin())
+        .args(["status", v.config.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["health"], "healthy");
+    assert_eq!(j["disks"].as_array().unwrap().len(), 5);
+    assert!(j["mountpoint"].is_null());
+}
+
+#[test]
+fn init_refusals() {
+    let v = Vol::new("personal");
+    let d = v.dir.path();
+    let o = vfs(&[
+        "init",
+        "--config",
+        v.config.to_str().unwrap(),
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+        d.join("x").to_str().unwrap(),
+        d.join("y").to_str().unwrap(),
+        d.join("z").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 3);
+    assert_one_line(&o, "already exists");
+
+    let cfg2 = d.join("two.toml");
+    let o = vfs(&[
+        "init",
+        "--config",
+        cfg2.to_str().unwrap(),
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+        "--state",
+        d.join("s2").to_str().unwrap(),
+        d.join("a").to_str().unwrap(),
+        d.join("b").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 3);
+    assert_one_line(&o, "needs 5 disks");
+    assert!(!cfg2.exists());
+
+    let o = vfs(&[
+        "init",
+        "--config",
+        cfg2.to_str().unwrap(),
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+        "--redundancy",
+        "lots",
+        d.join("a").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 3);
+    assert_one_line(&o, "lots");
+}
+
+#[test]
+fn umount_of_something_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = vfs(&["umount", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&o), 10);
+    assert_one_line(&o, "is not mounted");
+    let o = vfs(&["umount", "/proc"]);
+    assert_eq!(code(&o), 10);
+    assert_one_line(&o, "not valencefs");
+}
+
+#[test]
+fn helper_via_argv0() {
+    // mount(8) runs /sbin/mount.valencefs; a symlink with that name in a temp dir exercises the same dispatch.
+    let v = Vol::new("personal");
+    let helper = v.dir.path().join("mount.valencefs");
+    std::os::unix::fs::symlink(bin(), &helper).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&helper)
+            .args(args)
+            .env("VALENCEFS_INSECURE_FAST_KDF", "1")
+            .output()
+            .unwrap()
+    };
+    let (cfg, mnt) = (v.config.to_str().unwrap(), v.mnt.to_str().unwrap());
+    let o = run(&[cfg, mnt, "-o", "rw,bogus"]);
+    assert_eq!(code(&o), 2);
+    assert_one_line(&o, "mount.valencefs: unknown mount option 'bogus'");
+    // -f is mount(8)'s fake mode: every check, no mount.
+    let o = run(&[
+        cfg,
+        mnt,
+        "-fnv",
+        "-o",
+        &format!("{},_netdev,nofail,x-systemd.automount", v.passopt()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!is_mounted(&v.mnt));
+    // -s (sloppy) drops unknown options with a warning.
+    let o = run(&[cfg, mnt, "-sf", "-o", &format!("{},bogus", v.passopt())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[cfg]);
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
+fn passwd_changes_the_passphrase() {
+    let v = Vol::new("personal");
+    let newpass = v.dir.path().join("new");
+    std::fs::write(&newpass, "a new passphrase\n").unwrap();
+    let cfg = v.config.to_str().unwrap();
+    let o = vfs(&[
+        "passwd",
+        cfg,
+        "--passfile",
+        newpass.to_str().unwrap(),
+        "--new-passfile",
+        newpass.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 4, "old passphrase must be right: {}", stderr(&o));
+    let o = vfs(&[
+        "passwd",
+        cfg,
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+        "--new-passfile",
+        newpass.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The old one no longer opens the volume (checked before any mount happens).
+    let o = vfs(&[
+        "passwd",
+        cfg,
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+        "--new-passfile",
+        newpass.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 4);
+}

@@ -1,0 +1,247 @@
+//! A real mount used with ordinary tools, an mmap writer, unmount → remount → the same bytes; kill -9 leaves no
+//! stale mount; SIGTERM unmounts cleanly.
+
+mod common;
+use common::*;
+use std::os::unix::io::AsRawFd;
+use std::time::Duration;
+
+/// Writes through a shared writable mapping, msyncs and unmaps: those pages must reach the store.
+fn mmap_write(path: &std::path::Path, len: usize) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    f.set_len(len as u64).unwrap();
+    // SAFETY: a fresh shared mapping of a file we own, unmapped before return.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        let s = std::slice::from_raw_parts_mut(p as *mut u8, len);
+        for (i, b) in s.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        assert_eq!(libc::msync(p, len, libc::MS_SYNC), 0);
+        assert_eq!(libc::munmap(p, len), 0);
+    }
+}
+
+fn mmap_expected(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn tools_mmap_and_remount_keep_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let v = Vol::new("personal");
+    let m = v.mnt.display().to_string();
+    let src = v.dir.path().join("src");
+    let s = src.display().to_string();
+    sh(&format!(
+        "mkdir -p {s}/tree/sub && head -c 3000000 /dev/urandom > {s}/big && echo hello > {s}/tree/a \
+         && head -c 70000 /dev/urandom > {s}/tree/sub/b && ln -s a {s}/tree/link"
+    ));
+    {
+        let g = v.mount();
+        // Already mounted: refused with its own code.
+        let o = vfs(&["mount", "-o", &v.passopt(), v.config.to_str().unwrap(), &m]);
+        assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+
+        sh(&format!(
+            "cp {s}/big {m}/big && tar -C {s} -cf - tree | tar -C {m} -xf - \
+             && dd if=/dev/urandom of={m}/dd bs=64k count=40 status=none conv=fsync \
+             && cp {m}/big {m}/tmp && mv {m}/tmp {m}/moved && ln {m}/moved {m}/hard \
+             && ln -s moved {m}/soft && mkdir {m}/d && rmdir {m}/d && echo x > {m}/gone && rm {m}/gone"
+        ));
+        mmap_write(&v.mnt.join("mapped"), 1 << 20);
+        assert_eq!(
+            sh(&format!(
+                "cd {s} && sha256sum big tree/a tree/sub/b | cut -c1-64"
+            )),
+            sh(&format!(
+                "cd {m} && sha256sum big tree/a tree/sub/b | cut -c1-64"
+            ))
+        );
+        assert_eq!(sh(&format!("readlink {m}/tree/link")).trim(), "a");
+        assert_eq!(sh(&format!("stat -c %h {m}/hard")).trim(), "2");
+        let st = sh(&format!("{} status {}", bin(), v.config.display()));
+        assert!(st.contains("mounted     "), "{st}");
+        g.umount();
+    }
+    let before = sh(&format!("cd {s} && sha256sum big"));
+    let g = v.mount();
+    let sums = sh(&format!(
+        "cd {m} && sha256sum big moved hard dd tree/a tree/sub/b mapped"
+    ));
+    assert!(sums.contains(before.split_whitespace().next().unwrap()));
+    let lines: Vec<&str> = sums.lines().collect();
+    assert_eq!(lines[0][..64], lines[1][..64], "big vs moved");
+    assert_eq!(lines[1][..64], lines[2][..64], "moved vs hard link");
+    assert_eq!(
+        std::fs::read(v.mnt.join("mapped")).unwrap(),
+        mmap_expected(1 << 20)
+    );
+    assert!(!v.mnt.join("gone").exists());
+    assert_eq!(sh(&format!("readlink {m}/soft")).trim(), "moved");
+    g.umount();
+}
+
+#[test]
+fn sigterm_unmounts_and_sigkill_leaves_nothing_mounted() {
+    if !fuse_available() {
+        return;
+    }
+    let v = Vol::new("personal");
+    {
+        let _g = v.mount();
+        std::fs::write(v.mnt.join("f"), b"durable").unwrap();
+        let pid = daemon_pid(&v.state()).expect("daemon pid in lock file");
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_until("SIGTERM unmount", Duration::from_secs(20), || {
+            !is_mounted(&v.mnt)
+        });
+        wait_until("daemon exit", Duration::from_secs(20), || unsafe {
+            libc::kill(pid, 0) != 0
+        });
+    }
+    {
+        let _g = v.mount();
+        assert_eq!(std::fs::read(v.mnt.join("f")).unwrap(), b"durable");
+        let pid = daemon_pid(&v.state()).unwrap();
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_until("daemon death", Duration::from_secs(10), || unsafe {
+            libc::kill(pid, 0) != 0
+        });
+        // A dead mount: refused as a mount point with a hint, cleared by `valencefs umount`.
+        let o = vfs(&[
+            "mount",
+            "-o",
+            &v.passopt(),
+            v.config.to_str().unwrap(),
+            v.mnt.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+        assert!(stderr(&o).contains("valencefs umount"), "{}", stderr(&o));
+        let o = vfs(&["umount", v.mnt.to_str().unwrap()]);
+        assert!(o.status.success(), "umount of a dead mount: {}", stderr(&o));
+    }
+    assert!(!is_mounted(&v.mnt), "stale mount after SIGKILL");
+    // And the volume mounts again at once.
+    let g = v.mount();
+    assert!(v.log().contains("mounted at"));
+    g.umount();
+}
+
+/// With `allow_other`, other users get in, and the kernel (`default_permissions`) enforces modes against them.
+#[test]
+fn allow_other_with_kernel_permission_checks() {
+    if !fuse_available() || unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let v = Vol::new("personal");
+    sh(&format!("chmod 755 {}", v.dir.path().display()));
+    let g = MountGuard::new(&v.mnt);
+    let o = vfs(&[
+        "mount",
+        "-o",
+        &format!("{},allow_other", v.passopt()),
+        v.config.to_str().unwrap(),
+        v.mnt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = v.mnt.display();
+    sh(&format!(
+        "echo open > {m}/public && chmod 644 {m}/public && echo secret > {m}/private && chmod 600 {m}/private"
+    ));
+    let as_nobody = |cmd: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                cmd,
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = as_nobody(&format!("cat {m}/public"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = as_nobody(&format!("cat {m}/private"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    let o = as_nobody(&format!("touch {m}/newfile"));
+    assert!(
+        !o.status.success(),
+        "root-owned 755 directory must refuse nobody"
+    );
+    g.umount();
+}
+
+/// `-o sync` makes a plain close() durable: checked with kill -9 of the daemon right after the write.
+#[test]
+#[ignore = "core bug: on a `sync` mount Fs::finish calls sync_durable (put_gate.write) while the write path holds \
+            put_gate.read, so the first write hangs; un-ignore when fixed on main"]
+fn sync_option_makes_close_durable() {
+    if !fuse_available() {
+        return;
+    }
+    let v = Vol::new("personal");
+    let (cfg, mnt) = (v.config.to_str().unwrap(), v.mnt.to_str().unwrap());
+    let g = MountGuard::new(&v.mnt);
+    let o = vfs(&["mount", "-o", &format!("{},sync", v.passopt()), cfg, mnt]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(v.mnt.join("synced"), b"made durable by close").unwrap();
+    let pid = daemon_pid(&v.state()).unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("daemon death", Duration::from_secs(10), || unsafe {
+        libc::kill(pid, 0) != 0
+    });
+    g.umount();
+    let g = v.mount();
+    assert_eq!(
+        std::fs::read(v.mnt.join("synced")).unwrap(),
+        b"made durable by close"
+    );
+    g.umount();
+}
+
+/// `-o ro` refuses writes with EROFS and still reads.
+#[test]
+fn ro_option() {
+    if !fuse_available() {
+        return;
+    }
+    let v = Vol::new("personal");
+    let (cfg, mnt) = (v.config.to_str().unwrap(), v.mnt.to_str().unwrap());
+    {
+        let g = v.mount();
+        std::fs::write(v.mnt.join("f"), b"before ro").unwrap();
+        g.umount();
+    }
+    let g = MountGuard::new(&v.mnt);
+    let o = vfs(&["mount", "-o", &format!("{},ro", v.passopt()), cfg, mnt]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(v.mnt.join("f")).unwrap(), b"before ro");
+    let e = std::fs::write(v.mnt.join("new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    g.umount();
+}
