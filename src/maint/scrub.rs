@@ -310,6 +310,16 @@ pub fn scrub(
     repair: Option<&Store>,
     opts: &ScrubOptions,
 ) -> Result<ScrubReport> {
+    scrub_with_progress(disks, repair, opts, &mut |_, _| {})
+}
+
+/// [`scrub`], calling `progress(chunks done, chunks to do)` after every batch (for a progress bar).
+pub fn scrub_with_progress(
+    disks: &[Arc<dyn Disk>],
+    repair: Option<&Store>,
+    opts: &ScrubOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ScrubReport> {
     let start = Instant::now();
     let vol = keyless_volume(disks)?;
     let (k, m) = (vol.expect.k as usize, vol.expect.m as usize);
@@ -410,6 +420,7 @@ pub fn scrub(
         if let Some(p) = &opts.progress_file {
             write_progress(p, &vol.expect.volume_id, batch.last().expect("non-empty"))?;
         }
+        progress(done as u64, todo.len().min(limit) as u64);
         if let Some(rate) = opts.rate_mb_s.filter(|r| *r > 0.0) {
             let due = Duration::from_secs_f64(report.bytes_checked as f64 / (rate * 1e6));
             if let Some(wait) = due.checked_sub(start.elapsed()) {

@@ -1,13 +1,17 @@
 //! Status: per-disk state, space, shard count and errors; redundancy now vs target; logical, unique and stored
 //! bytes with the dedup ratio and parity overhead. Serializable as stable JSON.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::meta::Meta;
 use crate::store::crypto::hex;
-use crate::store::{DiskState, Store};
+use crate::store::scan::list_shards;
+use crate::store::{Disk, DiskState, Store};
 
+use super::scrub::keyless_volume;
 use super::state_name;
 
 #[derive(Clone, Debug, Serialize)]
@@ -106,26 +110,7 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
             }
         })
         .collect();
-    let usage = match meta {
-        None => None,
-        Some(meta) => {
-            let mut tx = meta.write()?;
-            let totals = tx.totals()?;
-            let inodes = tx.all_inodes()?;
-            let files = inodes.iter().filter(|i| i.is_file()).count() as u64;
-            let logical: u64 = inodes.iter().filter(|i| i.is_file()).map(|i| i.size).sum();
-            let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-            Some(Usage {
-                files,
-                inodes: inodes.len() as u64,
-                logical_bytes: logical,
-                unique_chunk_bytes: totals.chunk_bytes,
-                stored_bytes: totals.stored_bytes,
-                dedup_ratio: ratio(logical, totals.chunk_bytes),
-                parity_overhead: ratio(totals.stored_bytes, totals.chunk_bytes),
-            })
-        }
-    };
+    let usage = meta.map(usage).transpose()?;
     Ok(StatusReport {
         volume_id: hex(&store.volume_id()),
         layout: r.to_string(),
@@ -136,5 +121,65 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
         redundancy_now: r.m as i64 - not_ok,
         redundancy_target: r.m as i64,
         usage,
+    })
+}
+
+/// Usage figures from the metadata database (no key needed: redb is local and unencrypted).
+pub fn usage(meta: &Meta) -> Result<Usage> {
+    let mut tx = meta.write()?;
+    let totals = tx.totals()?;
+    let inodes = tx.all_inodes()?;
+    let files = inodes.iter().filter(|i| i.is_file()).count() as u64;
+    let logical: u64 = inodes.iter().filter(|i| i.is_file()).map(|i| i.size).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    Ok(Usage {
+        files,
+        inodes: inodes.len() as u64,
+        logical_bytes: logical,
+        unique_chunk_bytes: totals.chunk_bytes,
+        stored_bytes: totals.stored_bytes,
+        dedup_ratio: ratio(logical, totals.chunk_bytes),
+        parity_overhead: ratio(totals.stored_bytes, totals.chunk_bytes),
+    })
+}
+
+/// The status without the key: disk states from the headers (as the keyless scrub reads them), shard counts from
+/// the listings, space from the disks, usage from the metadata when given. Error counts are 0 (no store is open).
+pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<StatusReport> {
+    let vol = keyless_volume(disks)?;
+    let (k, m) = (vol.expect.k, vol.expect.m);
+    let mut not_ok = 0;
+    let mut out = Vec::with_capacity(disks.len());
+    for (i, d) in disks.iter().enumerate() {
+        let (usable, state) = &vol.disks[i];
+        if state != "ok" {
+            not_ok += 1;
+        }
+        let space = d.space();
+        out.push(DiskStatus {
+            index: i,
+            path: d.describe(),
+            state: state.clone(),
+            detail: None,
+            total_bytes: space.map(|s| s.0),
+            free_bytes: space.map(|s| s.1),
+            shards: if *usable {
+                Some(list_shards(d.as_ref())?.len() as u64)
+            } else {
+                None
+            },
+            errors: 0,
+        });
+    }
+    Ok(StatusReport {
+        volume_id: hex(&vol.expect.volume_id),
+        layout: format!("{k}+{m}"),
+        k,
+        m,
+        read_only: false,
+        disks: out,
+        redundancy_now: m as i64 - not_ok,
+        redundancy_target: m as i64,
+        usage: meta.map(usage).transpose()?,
     })
 }
