@@ -202,6 +202,21 @@ pub enum Command {
         #[command(subcommand)]
         command: DiskCommand,
     },
+    /// Rebuild a lost state directory and config file from the disks and the passphrase alone.
+    Recover {
+        /// Config file to write (refuses to overwrite).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// New state directory to fill (must not hold a database).
+        #[arg(long = "state", value_name = "DIR")]
+        state: PathBuf,
+        /// Read the passphrase from this file (else VALENCEFS_PASSPHRASE, else a prompt).
+        #[arg(long, value_name = "F")]
+        passfile: Option<PathBuf>,
+        /// The volume's disk directories, in any order (up to M may be missing).
+        #[arg(required = true, value_name = "DISK")]
+        disks: Vec<PathBuf>,
+    },
     /// Create (first run) and mount a personal 3+2 volume over five directory disks under a default data directory.
     Quickstart {
         mountpoint: PathBuf,
@@ -395,6 +410,30 @@ fn dispatch(cmd: Command) -> Outcome {
             })
         }
         Command::Umount { mountpoint } => daemon::umount(&mountpoint),
+        Command::Recover {
+            config,
+            state,
+            passfile,
+            disks,
+        } => {
+            let pass = passphrase(passfile.as_deref(), false)?;
+            let (cfg, generation) =
+                volume::recover(&config, &disks, &state, &pass).map_err(|e| match e {
+                    crate::Error::Exists => Failure::new(
+                        Code::Config,
+                        format!("{} already exists; not overwriting", config.display()),
+                    ),
+                    e => e.into(),
+                })?;
+            println!(
+                "recovered metadata generation {generation} into {}; config {} ({} disks, {})",
+                cfg.state_dir.display(),
+                config.display(),
+                cfg.disks.len(),
+                cfg.redundancy
+            );
+            Ok(())
+        }
         Command::Status { config, json } => status(&config, json),
         Command::Passwd {
             config,

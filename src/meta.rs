@@ -316,11 +316,15 @@ impl Meta {
 }
 
 impl Drop for Meta {
-    /// Aborts a shared transaction still open (changes never committed): redb's `Database::drop` begins a write
-    /// transaction of its own and would otherwise wait forever for this one. Callers that want their changes call
-    /// [`Meta::commit_durable`] (as `Fs::shutdown` does) before dropping.
+    /// Ends the shared transaction before the database closes (redb's close waits for open write transactions).
+    /// A clean close keeps what was done: the transaction is committed durably.
     fn drop(&mut self) {
-        self.slot.lock().txn.take();
+        if let Some(mut txn) = self.slot.lock().txn.take() {
+            txn.set_durability(Durability::Immediate);
+            if let Err(e) = txn.commit() {
+                log::error!("closing metadata database: {e}");
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::fs::{Chunks, Fs, FsOptions};
-use crate::store::{open_dir_disk, ChunkId, CreateOptions, Disk, KdfParams, Redundancy, Store};
+use crate::store::{open_dir_disk, CreateOptions, Disk, KdfParams, Redundancy, Store};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -180,6 +180,76 @@ pub fn open(cfg: &Config, passphrase: &[u8], opts: FsOptions) -> Result<Arc<Fs>>
     Fs::start(chunks, &cfg.state_dir, opts)
 }
 
+/// Rebuilds a volume whose state directory and config file were lost, from its disks and passphrase alone:
+/// orders the given disk directories by the index in their headers (missing ones get placeholder paths that
+/// `disk replace` can later swap), restores the newest metadata snapshot into `state_dir` and writes `config_path`.
+/// Returns the config and the snapshot generation restored.
+pub fn recover(
+    config_path: &Path,
+    disk_dirs: &[PathBuf],
+    state_dir: &Path,
+    passphrase: &[u8],
+) -> Result<(Config, u64)> {
+    use crate::store::format::{DiskHeader, DISK_HEADER_NAME};
+    if config_path.exists() {
+        return Err(Error::Exists);
+    }
+    let mut slots: Vec<Option<PathBuf>> = Vec::new();
+    let mut volume: Option<[u8; 16]> = None;
+    for d in disk_dirs {
+        let d = std::path::absolute(d).map_err(|e| Error::io(d.display(), e))?;
+        let bytes =
+            std::fs::read(d.join(DISK_HEADER_NAME)).map_err(|e| Error::io(d.display(), e))?;
+        let h = DiskHeader::decode(&bytes)?;
+        if *volume.get_or_insert(h.volume_id) != h.volume_id {
+            return Err(Error::BadDisk {
+                disk: d.display().to_string(),
+                reason: "belongs to a different volume than the disks before it".into(),
+            });
+        }
+        let (i, n) = (h.disk_index as usize, h.disk_count as usize);
+        if slots.len() < n {
+            slots.resize(n, None);
+        }
+        match slots.get_mut(i) {
+            Some(slot @ None) => *slot = Some(d),
+            Some(Some(other)) => {
+                return Err(Error::BadDisk {
+                    disk: d.display().to_string(),
+                    reason: format!("claims disk index {i}, like {}", other.display()),
+                })
+            }
+            None => {
+                return Err(Error::Format(format!(
+                    "{}: disk index {i} ≥ disk count {n}",
+                    d.display()
+                )))
+            }
+        }
+    }
+    let state_dir =
+        std::path::absolute(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
+    let disks: Vec<PathBuf> = slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| p.unwrap_or_else(|| state_dir.join(format!("missing-disk-{i}"))))
+        .collect();
+    let mut cfg = Config {
+        disks,
+        state_dir: state_dir.clone(),
+        cache_size: default_cache_size(),
+        redundancy: String::new(),
+        compression: default_compression(),
+    };
+    let store = Store::open(self::disks(&cfg), passphrase)?;
+    let r = store.redundancy();
+    cfg.redundancy = format!("{}+{}", r.k, r.m);
+    mkdir_private(&state_dir)?;
+    let generation = crate::fs::recover_state(&store, &state_dir)?;
+    cfg.write_new(config_path)?;
+    Ok((cfg, generation))
+}
+
 /// Replaces the passphrase: `old` must open the volume; afterwards only `new` does. The volume must not be mounted.
 pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
     open_store(cfg, old)?.change_passphrase(old, new)
@@ -187,7 +257,7 @@ pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
 
 /// Opens the chunk store over the configured disks.
 pub fn open_chunks(cfg: &Config, passphrase: &[u8]) -> Result<Arc<dyn Chunks>> {
-    Ok(Arc::new(StoreChunks(open_store(cfg, passphrase)?)))
+    Ok(Arc::new(open_store(cfg, passphrase)?))
 }
 
 fn disks(cfg: &Config) -> Vec<Arc<dyn Disk>> {
@@ -216,33 +286,6 @@ fn open_store(cfg: &Config, passphrase: &[u8]) -> Result<Store> {
         });
     }
     Store::open(disks(cfg), passphrase)
-}
-
-/// The store as the core sees it.
-struct StoreChunks(Store);
-
-impl Chunks for StoreChunks {
-    fn chunk_id(&self, data: &[u8]) -> ChunkId {
-        self.0.chunk_id(data)
-    }
-    fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
-        self.0.chunk_lengths(data)
-    }
-    fn max_chunk_size(&self) -> usize {
-        self.0.max_chunk_size()
-    }
-    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
-        self.0.put(id, data)
-    }
-    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        self.0.get(id)
-    }
-    fn delete(&self, id: &ChunkId) -> Result<()> {
-        self.0.delete(id)
-    }
-    fn sync(&self) -> Result<()> {
-        self.0.sync()
-    }
 }
 
 /// The daemon's exclusive hold on a state directory (`flock` on `STATE/lock`, holding the daemon's pid).

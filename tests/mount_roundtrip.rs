@@ -198,8 +198,6 @@ fn allow_other_with_kernel_permission_checks() {
 
 /// `-o sync` makes a plain close() durable: checked with kill -9 of the daemon right after the write.
 #[test]
-#[ignore = "core bug: on a `sync` mount Fs::finish calls sync_durable (put_gate.write) while the write path holds \
-            put_gate.read, so the first write hangs; un-ignore when fixed on main"]
 fn sync_option_makes_close_durable() {
     if !fuse_available() {
         return;

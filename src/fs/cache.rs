@@ -229,6 +229,10 @@ impl ChunkCache {
         }
     }
 
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.lru.contains(id)
+    }
+
     pub fn remove(&mut self, id: &ChunkId) {
         if let Some(d) = self.lru.pop(id) {
             self.bytes -= d.len() as u64;

@@ -73,6 +73,16 @@ impl Fs {
         Ok((attr, fh))
     }
 
+    /// Queues a chunk for the background prefetchers unless it is cached or already queued.
+    fn prefetch(&self, id: ChunkId) {
+        if self.cache.lock().contains(&id) {
+            return;
+        }
+        if self.prefetch.queued.lock().insert(id) {
+            let _ = self.prefetch.tx.lock().send(id);
+        }
+    }
+
     /// A chunk's plaintext, from the read cache or the store.
     fn chunk(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
         if let Some(d) = self.cache.lock().get(id) {
@@ -111,6 +121,16 @@ impl Fs {
             let len = (inode.size - offset).min(size as u64) as usize;
             let end = offset + len as u64;
             let extents = tx.extents(ino, offset, end)?;
+            // Sequential readers get the next chunks fetched in the background while they consume this one.
+            if end < inode.size {
+                for e in tx
+                    .extents(ino, end, end + 2 * self.chunks.max_chunk_size() as u64)?
+                    .iter()
+                    .take(2)
+                {
+                    self.prefetch(e.chunk);
+                }
+            }
             drop(tx);
             let noatime = self.opts.noatime || self.opts.read_only;
             let f = g.files.get_mut(&ino);
@@ -260,7 +280,7 @@ impl Fs {
             tx.put_inode(&f.inode)?;
             g.maybe_reap(&mut tx, ino)?;
         }
-        self.finish(g, tx)
+        self.finish_grouped(g, tx)
     }
 
     /// Returns once the file's data and metadata are durable.
@@ -470,7 +490,7 @@ impl Fs {
                 let inode = f.inode.clone();
                 let mut tx = g.meta.write()?;
                 g.save(&mut tx, &inode)?;
-                self.finish(&mut g, tx)?;
+                self.finish_grouped(&mut g, tx)?;
             }
             self.settle(&mut g, ino)?;
             return Ok(0);
@@ -660,7 +680,7 @@ impl Fs {
         f.inode.data_bytes = (f.inode.data_bytes as i64 + delta).max(0) as u64;
         let inode = f.inode.clone();
         g.save(&mut tx, &inode)?;
-        self.finish(g, tx)
+        self.finish_grouped(g, tx)
     }
 }
 

@@ -16,10 +16,12 @@ mod file;
 mod mem;
 mod names;
 mod perm;
+mod recover;
 mod types;
 mod xattr;
 
 pub use mem::MemChunks;
+pub use recover::recover_state;
 pub use types::*;
 
 use crate::error::{Error, Result};
@@ -54,6 +56,16 @@ pub trait Chunks: Send + Sync {
     fn space(&self) -> Option<(u64, u64)> {
         None
     }
+    /// Stores a metadata snapshot (the redb file's bytes) durably on the disks; returns its chunk id, or `None`
+    /// when this store keeps no snapshots.
+    fn save_snapshot(
+        &self,
+        _generation: u64,
+        _db: &[u8],
+        _previous: Option<ChunkId>,
+    ) -> Result<Option<ChunkId>> {
+        Ok(None)
+    }
 }
 
 impl Chunks for crate::store::Store {
@@ -80,6 +92,14 @@ impl Chunks for crate::store::Store {
     }
     fn space(&self) -> Option<(u64, u64)> {
         crate::store::Store::space(self)
+    }
+    fn save_snapshot(
+        &self,
+        generation: u64,
+        db: &[u8],
+        previous: Option<ChunkId>,
+    ) -> Result<Option<ChunkId>> {
+        crate::store::Store::save_snapshot(self, generation, db, previous).map(Some)
     }
 }
 
@@ -150,6 +170,25 @@ pub struct Fs {
     cache: Mutex<ChunkCache>,
     opts: FsOptions,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    db_path: std::path::PathBuf,
+    snapshots: Mutex<SnapshotState>,
+    prefetch: Prefetch,
+}
+
+/// Read-ahead of whole chunks: ids queued by readers, fetched into the read cache by two background threads.
+struct Prefetch {
+    tx: Mutex<std::sync::mpsc::Sender<ChunkId>>,
+    rx: Arc<Mutex<std::sync::mpsc::Receiver<ChunkId>>>,
+    queued: Mutex<std::collections::HashSet<ChunkId>>,
+}
+
+/// Where metadata snapshots stand: when the last was taken and the chunks of the last two.
+struct SnapshotState {
+    last: Option<Instant>,
+    /// Changes were committed since the last snapshot.
+    stale: bool,
+    current: Option<ChunkId>,
+    previous: Option<ChunkId>,
 }
 
 /// Largest file offset accepted.
@@ -277,7 +316,8 @@ impl Fs {
     /// background flusher and committer.
     pub fn start(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
         std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
-        let meta = Meta::open(&state_dir.join("meta.redb"))?;
+        let db_path = state_dir.join("meta.redb");
+        let meta = Meta::open(&db_path)?;
         let mut tx = meta.write()?;
         if tx.inode(ROOT_INO)?.is_none() {
             let t = now();
@@ -320,6 +360,7 @@ impl Fs {
             }
         }
         tx.commit(true)?;
+        let (ptx, prx) = std::sync::mpsc::channel();
         let fs = Arc::new(Fs {
             inner: Mutex::new(inner),
             cond: Condvar::new(),
@@ -329,7 +370,28 @@ impl Fs {
             chunks,
             opts,
             threads: Mutex::new(Vec::new()),
+            db_path,
+            snapshots: Mutex::new(SnapshotState {
+                last: None,
+                stale: true,
+                current: None,
+                previous: None,
+            }),
+            prefetch: Prefetch {
+                tx: Mutex::new(ptx),
+                rx: Arc::new(Mutex::new(prx)),
+                queued: Mutex::new(std::collections::HashSet::new()),
+            },
         });
+        for i in 0..2 {
+            let weak = Arc::downgrade(&fs);
+            let rx = fs.prefetch.rx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("valencefs-readahead-{i}"))
+                .spawn(move || prefetch_loop(weak, rx))
+                .map_err(|e| Error::io("readahead thread", e))?;
+            fs.threads.lock().push(t);
+        }
         if !fs.opts.read_only {
             let weak = Arc::downgrade(&fs);
             let flusher = std::thread::Builder::new()
@@ -354,6 +416,13 @@ impl Fs {
     /// Flushes all dirty data, commits durably and stops background threads. Called at unmount.
     pub fn shutdown(&self) -> Result<()> {
         let res = self.sync_all();
+        if res.is_ok() {
+            // The local database is durable already; a snapshot that cannot be placed (too few disks) only
+            // widens the recovery window, so it is reported, not fatal to the unmount.
+            if let Err(e) = self.snapshot(true) {
+                log::warn!("metadata snapshot at unmount failed (the local state is durable): {e}");
+            }
+        }
         self.inner.lock().stopping = true;
         self.flusher_wake.notify_all();
         self.cond.notify_all();
@@ -385,6 +454,9 @@ impl Fs {
         self.chunks.sync()?;
         let mut g = self.inner.lock();
         g.meta.commit_durable()?;
+        if g.unsynced {
+            self.snapshots.lock().stale = true;
+        }
         g.unsynced = false;
         if g.pending_free.is_empty() {
             return Ok(());
@@ -408,6 +480,62 @@ impl Fs {
                 log::warn!("freeing chunk {}: {e}", id.to_hex());
             }
         }
+        Ok(())
+    }
+
+    /// Seals the metadata database onto the disks (promise 5: the volume survives losing this machine), when
+    /// changes happened and the snapshot interval has passed, or always when `force`d (unmount).
+    pub(crate) fn snapshot(&self, force: bool) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        let mut snap = self.snapshots.lock();
+        let due = snap.last.map_or(true, |t| {
+            t.elapsed() >= Duration::from_secs(self.opts.snapshot_interval_secs)
+        });
+        if !snap.stale || !(force || due) {
+            return Ok(());
+        }
+        let (generation, db) = {
+            let _gate = self.put_gate.write();
+            self.chunks.sync()?;
+            let g = self.inner.lock();
+            let mut tx = g.meta.write()?;
+            let generation = tx.setting("snapshot_generation")? + 1;
+            tx.set_setting("snapshot_generation", generation)?;
+            tx.commit(true)?;
+            // The file now holds exactly the last durable commit; copy it while no commit can run.
+            let db =
+                std::fs::read(&self.db_path).map_err(|e| Error::io(self.db_path.display(), e))?;
+            (generation, db)
+        };
+        let Some(id) = self.chunks.save_snapshot(generation, &db, snap.current)? else {
+            snap.stale = false;
+            snap.last = Some(Instant::now());
+            return Ok(());
+        };
+        // The pointer now names `id` and, as fallback, `snap.current`; the one before that can go, unless a file
+        // happens to share its bytes.
+        if let Some(old) = snap.previous.take() {
+            if old != id && Some(old) != snap.current {
+                let g = self.inner.lock();
+                let mut tx = g.meta.write()?;
+                if tx.chunk(&old)?.is_none() {
+                    let _ = self.chunks.delete(&old);
+                }
+            }
+        }
+        snap.previous = snap.current.replace(id);
+        snap.stale = false;
+        snap.last = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Ends a metadata transaction inside a flush, which holds the put gate: never durable here (a durable
+    /// commit needs the gate exclusively); callers that promise durability sync after the flush.
+    fn finish_grouped(&self, g: &mut MutexGuard<'_, Inner>, tx: Tx) -> Result<()> {
+        tx.commit(false)?;
+        g.unsynced = true;
         Ok(())
     }
 
@@ -493,6 +621,28 @@ impl Fs {
     }
 }
 
+/// Fetches queued chunks into the read cache; ends when the filesystem stops.
+fn prefetch_loop(fs: std::sync::Weak<Fs>, rx: Arc<Mutex<std::sync::mpsc::Receiver<ChunkId>>>) {
+    loop {
+        let id = match rx.lock().recv_timeout(Duration::from_millis(200)) {
+            Ok(id) => id,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => match fs.upgrade() {
+                Some(f) if !f.inner.lock().stopping => continue,
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let Some(f) = fs.upgrade() else { return };
+        if !f.cache.lock().contains(&id) {
+            // Errors surface to the reader when it asks for the chunk itself.
+            if let Ok(d) = f.chunks.get(&id) {
+                f.cache.lock().insert(id, Arc::new(d));
+            }
+        }
+        f.prefetch.queued.lock().remove(&id);
+    }
+}
+
 /// Background durable commits every `commit_interval_secs` (and chunk freeing after them).
 fn committer_loop(fs: std::sync::Weak<Fs>) {
     let mut last = Instant::now();
@@ -509,10 +659,14 @@ fn committer_loop(fs: std::sync::Weak<Fs>) {
             }
             last = Instant::now();
             if !g.unsynced && g.pending_free.is_empty() {
+                drop(g);
+                if let Err(e) = f.snapshot(false) {
+                    log::error!("metadata snapshot failed: {e}");
+                }
                 continue;
             }
         }
-        if let Err(e) = f.sync_durable() {
+        if let Err(e) = f.sync_durable().and_then(|_| f.snapshot(false)) {
             log::error!("background commit failed: {e}");
         }
     }

@@ -153,6 +153,9 @@ pub struct FsOptions {
     pub check_permissions: bool,
     /// Seconds between background durable commits of metadata (and flushes of old dirty data).
     pub commit_interval_secs: u64,
+    /// Minimum seconds between metadata snapshots sealed onto the disks (also taken at shutdown). 0: at every
+    /// durable commit.
+    pub snapshot_interval_secs: u64,
 }
 
 impl Default for FsOptions {
@@ -165,6 +168,7 @@ impl Default for FsOptions {
             noatime: false,
             check_permissions: true,
             commit_interval_secs: 5,
+            snapshot_interval_secs: 30,
         }
     }
 }

@@ -188,11 +188,21 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
         let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
-        // SAFETY: `c` is a valid NUL-terminated path.
-        if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
+        // A descriptor closed a moment ago (or briefly duplicated into a forking process before its exec) keeps
+        // the mount busy for a few milliseconds: retry EBUSY for up to a second before reporting it.
+        let mut tries = 0;
+        let err = loop {
+            // SAFETY: `c` is a valid NUL-terminated path.
+            if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EBUSY) || tries >= 20 {
+                break err;
+            }
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
         if err.raw_os_error() != Some(libc::EPERM) {
             return Err(err);
         }

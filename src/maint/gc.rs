@@ -1,6 +1,7 @@
 //! gc: frees chunks no committed metadata references — rows with a zero refcount, and shards on the disks that
 //! have no row at all (leftovers of a crash between storing shards and committing, or between committing a
-//! deletion and removing the shards). Never frees a chunk any extent references, whatever its refcount says.
+//! deletion and removing the shards). Never frees a chunk any extent references, whatever its refcount says, nor a
+//! metadata snapshot chunk named by the disks' snapshot pointers.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -25,6 +26,8 @@ pub struct GcReport {
     pub kept_referenced: u64,
     /// Chunks whose shards could not all be removed (a disk unavailable or failing).
     pub delete_errors: u64,
+    /// Chunks holding metadata snapshots (referenced from the disks' snapshot pointers, not from rows): kept.
+    pub snapshot_chunks_kept: u64,
     pub seconds: f64,
 }
 
@@ -77,8 +80,14 @@ pub fn gc(store: &Store, meta: &Meta) -> Result<GcReport> {
     }
     // The commit point: after this no committed metadata names the freed chunks.
     tx.commit(true)?;
-    // Chunks put after a crash never got a row; anything on the disks outside the rows is unreferenced.
+    // Chunks put after a crash never got a row; anything on the disks outside the rows, the extents and the metadata
+    // snapshots (which `valencefs recover` needs) is unreferenced.
+    let snapshots: BTreeSet<ChunkId> = store.snapshot_chunks().into_iter().collect();
     for id in store.list_chunks()? {
+        if snapshots.contains(&id) {
+            report.snapshot_chunks_kept += 1;
+            continue;
+        }
         if !rows.contains(&id) && !referenced.contains(&id) && !free.contains(&id) {
             report.orphan_chunks_freed += 1;
             free.push(id);

@@ -28,7 +28,7 @@ impl Store {
         (start + i) % n
     }
 
-    fn usable(&self, disk: usize) -> bool {
+    pub(super) fn usable(&self, disk: usize) -> bool {
         matches!(
             self.slots[disk].state.lock().0,
             DiskState::Ok | DiskState::ReadOnly

@@ -12,7 +12,10 @@ pub mod disk;
 pub mod erasure;
 pub mod format;
 pub mod scan;
+mod snapshot;
 mod volume;
+
+pub use snapshot::SnapshotPointer;
 
 use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
