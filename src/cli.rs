@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
 
+mod maint;
+
 /// Exit codes. Scripts and `mount(8)` see these; they are documented in README.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -149,6 +151,57 @@ pub enum Command {
         #[arg(long, value_name = "F")]
         new_passfile: Option<PathBuf>,
     },
+    /// Verify every shard's checksum on every disk (no passphrase needed unless --repair); resumes where it stopped.
+    /// Exit 0 clean, 1 bad shards left, 4 data unrecoverable.
+    Scrub {
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+        /// Rebuild bad or missing shards (needs the passphrase and an unmounted volume).
+        #[arg(long)]
+        repair: bool,
+        /// Check only this percentage of the chunks (a deterministic random sample).
+        #[arg(long, value_name = "PCT")]
+        sample: Option<f64>,
+        /// Limit reads to about this many MB/s.
+        #[arg(long, value_name = "MBPS")]
+        rate: Option<f64>,
+        /// Start from the beginning instead of resuming an interrupted scrub.
+        #[arg(long)]
+        restart: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "F")]
+        passfile: Option<PathBuf>,
+    },
+    /// Check metadata consistency; exit codes as fsck(8): 0 clean, 1 corrected, 4 errors left, 8 operational error.
+    Fsck {
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+        /// Fix what can be fixed; unreachable files go to /lost+found, nothing is deleted.
+        #[arg(long)]
+        repair: bool,
+        /// Also check that every referenced chunk has all its shards (needs the passphrase).
+        #[arg(long)]
+        shards: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "F")]
+        passfile: Option<PathBuf>,
+    },
+    /// Free chunks no metadata references (crash leftovers, deleted data). Refuses a mounted volume.
+    Gc {
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "F")]
+        passfile: Option<PathBuf>,
+    },
+    /// Disk maintenance.
+    Disk {
+        #[command(subcommand)]
+        command: DiskCommand,
+    },
     /// Rebuild a lost state directory and config file from the disks and the passphrase alone.
     Recover {
         /// Config file to write (refuses to overwrite).
@@ -171,6 +224,24 @@ pub enum Command {
         /// else $XDG_DATA_HOME/valencefs/quickstart).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DiskCommand {
+    /// Rebuild every shard of disk OLD (dead, missing or emptied) onto the empty directory NEW, then use NEW in the
+    /// config. Restartable; the volume stays readable meanwhile.
+    Replace {
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+        #[arg(value_name = "OLD")]
+        old: PathBuf,
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "F")]
+        passfile: Option<PathBuf>,
     },
 }
 
@@ -398,6 +469,45 @@ fn dispatch(cmd: Command) -> Outcome {
             mountpoint,
             data_dir,
         } => crate::quickstart::run(&mountpoint, data_dir),
+        Command::Scrub {
+            config,
+            repair,
+            sample,
+            rate,
+            restart,
+            json,
+            passfile,
+        } => maint::scrub_cmd(maint::ScrubArgs {
+            config,
+            repair,
+            sample,
+            rate,
+            json,
+            passfile,
+            restart,
+        }),
+        Command::Fsck {
+            config,
+            repair,
+            shards,
+            json,
+            passfile,
+        } => maint::fsck_cmd(&config, repair, shards, json, passfile.as_deref()),
+        Command::Gc {
+            config,
+            json,
+            passfile,
+        } => maint::gc_cmd(&config, json, passfile.as_deref()),
+        Command::Disk {
+            command:
+                DiskCommand::Replace {
+                    config,
+                    old,
+                    new,
+                    json,
+                    passfile,
+                },
+        } => maint::replace_cmd(&config, &old, &new, json, passfile.as_deref()),
     }
 }
 
@@ -491,8 +601,10 @@ fn status(config: &Path, json: bool) -> Outcome {
     let pid = StateLock::holder(&cfg.state_dir);
     let source = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     let mountpoint = mounts_of(&source.display().to_string());
+    // The keyless report (disk headers, shard counts, space; usage when not mounted). Absent if no disk is readable.
+    let report = maint::status_report(&cfg);
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "config": source,
             "redundancy": cfg.redundancy,
             "data_shards": k,
@@ -503,6 +615,27 @@ fn status(config: &Path, json: bool) -> Outcome {
             "daemon_pid": pid,
             "mountpoint": mountpoint,
         });
+        if let Some(r) = &report {
+            // Each disk object gains the report's fields (state, space, shards); the report's totals are added.
+            for (d, rd) in v["disks"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .zip(&r.disks)
+            {
+                if let (Some(obj), Ok(serde_json::Value::Object(extra))) =
+                    (d.as_object_mut(), serde_json::to_value(rd))
+                {
+                    for (k, val) in extra {
+                        obj.entry(k).or_insert(val);
+                    }
+                }
+            }
+            v["volume_id"] = serde_json::json!(r.volume_id);
+            v["redundancy_now"] = serde_json::json!(r.redundancy_now);
+            v["redundancy_target"] = serde_json::json!(r.redundancy_target);
+            v["usage"] = serde_json::to_value(&r.usage).unwrap_or_default();
+        }
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         println!("volume      {}", source.display());
@@ -513,6 +646,24 @@ fn status(config: &Path, json: bool) -> Outcome {
                 "disk        {p} {}",
                 if *ok { "present" } else { "MISSING" }
             );
+        }
+        if let Some(r) = &report {
+            for d in &r.disks {
+                let gib = |b: Option<u64>| {
+                    b.map_or("?".into(), |b| {
+                        format!("{:.1}", b as f64 / (1u64 << 30) as f64)
+                    })
+                };
+                println!(
+                    "  #{} {:<10} {} shards, {} GiB free of {}",
+                    d.index,
+                    d.state,
+                    d.shards.map_or("-".into(), |n| n.to_string()),
+                    gib(d.free_bytes),
+                    gib(d.total_bytes)
+                );
+            }
+            println!("{}", r.summary());
         }
         println!("state       {}", cfg.state_dir.display());
         match (&mountpoint, pid) {

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod maint;
 pub mod meta;
 pub mod mount_opts;
 mod quickstart;

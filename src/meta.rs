@@ -738,6 +738,50 @@ impl Tx {
         let n = t.len().map_err(db_err)?;
         Ok(n)
     }
+
+    /// Every inode record, in inode order (for fsck and status; loads them all).
+    pub fn all_inodes(&mut self) -> Result<Vec<Inode>> {
+        let t = table!(self, INODES);
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            out.push(Inode::decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every directory entry as (parent, name, ino), in (parent, name) order (for fsck).
+    pub fn all_dirents(&mut self) -> Result<Vec<(u64, Vec<u8>, u64)>> {
+        let t = table!(self, DIRENTS);
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let (parent, name) = k.value();
+            out.push((parent, name.to_vec(), v.value().0));
+        }
+        Ok(out)
+    }
+
+    /// Every extent as (ino, extent), in (ino, offset) order (for fsck and gc).
+    pub fn all_extents(&mut self) -> Result<Vec<(u64, Extent)>> {
+        let t = table!(self, EXTENTS);
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let (ino, offset) = k.value();
+            out.push((ino, Extent::decode(offset, v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Overwrites a chunk's row as is, without touching the totals (fsck repair recomputes those).
+    pub fn put_chunk_row(&mut self, id: &ChunkId, row: &ChunkRow) -> Result<()> {
+        self.touch();
+        table!(self, CHUNKS)
+            .insert(id.0.as_slice(), row.encode().as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod disk;
 pub mod erasure;
 pub mod format;
+pub mod scan;
 mod snapshot;
 mod volume;
 

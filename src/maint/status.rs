@@ -1,0 +1,185 @@
+//! Status: per-disk state, space, shard count and errors; redundancy now vs target; logical, unique and stored
+//! bytes with the dedup ratio and parity overhead. Serializable as stable JSON.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::meta::Meta;
+use crate::store::crypto::hex;
+use crate::store::scan::list_shards;
+use crate::store::{Disk, DiskState, Store};
+
+use super::scrub::keyless_volume;
+use super::state_name;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskStatus {
+    pub index: usize,
+    pub path: String,
+    /// ok, missing, read-only, stale, foreign, unreadable.
+    pub state: String,
+    pub detail: Option<String>,
+    pub total_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+    /// Shard files on the disk (`None` when the disk is not usable).
+    pub shards: Option<u64>,
+    /// I/O and verification errors seen since the store was opened.
+    pub errors: u64,
+}
+
+/// Space figures from the metadata (absent when the metadata is locked by a mount).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Usage {
+    pub files: u64,
+    pub inodes: u64,
+    /// Sum of regular file sizes.
+    pub logical_bytes: u64,
+    /// Sum of the plaintext sizes of the distinct referenced chunks.
+    pub unique_chunk_bytes: u64,
+    /// Bytes the referenced chunks occupy on the disks, all shards and headers.
+    pub stored_bytes: u64,
+    /// logical / unique (≥ 1 when deduplication or holes save space).
+    pub dedup_ratio: f64,
+    /// stored / unique: the cost of the erasure code and headers, after compression.
+    pub parity_overhead: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub volume_id: String,
+    pub layout: String,
+    pub k: u8,
+    pub m: u8,
+    pub read_only: bool,
+    pub disks: Vec<DiskStatus>,
+    /// Further disk losses survivable now (m minus disks not ok; negative means data is unreadable).
+    pub redundancy_now: i64,
+    /// Disk losses survivable with every disk ok (= m).
+    pub redundancy_target: i64,
+    pub usage: Option<Usage>,
+}
+
+impl StatusReport {
+    pub fn summary(&self) -> String {
+        let ok = self.disks.iter().filter(|d| d.state == "ok").count();
+        let mut s = format!(
+            "{} volume {}: {ok}/{} disks ok, survives {} more disk losses (target {})",
+            self.layout,
+            &self.volume_id[..8],
+            self.disks.len(),
+            self.redundancy_now.max(0),
+            self.redundancy_target
+        );
+        if let Some(u) = &self.usage {
+            s += &format!(
+                "; {} files, {:.1} MB logical, {:.1} MB unique, {:.1} MB stored (dedup {:.2}x, overhead {:.2}x)",
+                u.files,
+                u.logical_bytes as f64 / 1e6,
+                u.unique_chunk_bytes as f64 / 1e6,
+                u.stored_bytes as f64 / 1e6,
+                u.dedup_ratio,
+                u.parity_overhead
+            );
+        }
+        s
+    }
+}
+
+/// Gathers the status. `meta` is optional: a mounted volume's database is locked by the daemon.
+pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
+    let r = store.redundancy();
+    let disks = store.disks();
+    let counts = store.shard_counts();
+    let health = store.health();
+    let not_ok = health.iter().filter(|h| h.state != DiskState::Ok).count() as i64;
+    let disks = health
+        .into_iter()
+        .map(|h| {
+            let space = disks[h.index].space();
+            DiskStatus {
+                index: h.index,
+                path: h.description,
+                state: state_name(h.state).to_string(),
+                detail: h.detail,
+                total_bytes: space.map(|s| s.0),
+                free_bytes: space.map(|s| s.1),
+                shards: counts[h.index].map(|c| c as u64),
+                errors: h.errors,
+            }
+        })
+        .collect();
+    let usage = meta.map(usage).transpose()?;
+    Ok(StatusReport {
+        volume_id: hex(&store.volume_id()),
+        layout: r.to_string(),
+        k: r.k,
+        m: r.m,
+        read_only: store.is_read_only(),
+        disks,
+        redundancy_now: r.m as i64 - not_ok,
+        redundancy_target: r.m as i64,
+        usage,
+    })
+}
+
+/// Usage figures from the metadata database (no key needed: redb is local and unencrypted).
+pub fn usage(meta: &Meta) -> Result<Usage> {
+    let mut tx = meta.write()?;
+    let totals = tx.totals()?;
+    let inodes = tx.all_inodes()?;
+    let files = inodes.iter().filter(|i| i.is_file()).count() as u64;
+    let logical: u64 = inodes.iter().filter(|i| i.is_file()).map(|i| i.size).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    Ok(Usage {
+        files,
+        inodes: inodes.len() as u64,
+        logical_bytes: logical,
+        unique_chunk_bytes: totals.chunk_bytes,
+        stored_bytes: totals.stored_bytes,
+        dedup_ratio: ratio(logical, totals.chunk_bytes),
+        parity_overhead: ratio(totals.stored_bytes, totals.chunk_bytes),
+    })
+}
+
+/// The status without the key: disk states from the headers (as the keyless scrub reads them), shard counts from
+/// the listings, space from the disks, usage from the metadata when given. Error counts are 0 (no store is open).
+pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<StatusReport> {
+    let vol = keyless_volume(disks)?;
+    let (k, m) = (vol.expect.k, vol.expect.m);
+    let mut not_ok = 0;
+    let mut out = Vec::with_capacity(disks.len());
+    for (i, d) in disks.iter().enumerate() {
+        let (usable, state) = &vol.disks[i];
+        if state != "ok" {
+            not_ok += 1;
+        }
+        let space = d.space();
+        out.push(DiskStatus {
+            index: i,
+            path: d.describe(),
+            state: state.clone(),
+            detail: None,
+            total_bytes: space.map(|s| s.0),
+            free_bytes: space.map(|s| s.1),
+            shards: if *usable {
+                Some(list_shards(d.as_ref())?.len() as u64)
+            } else {
+                None
+            },
+            errors: 0,
+        });
+    }
+    Ok(StatusReport {
+        volume_id: hex(&vol.expect.volume_id),
+        layout: format!("{k}+{m}"),
+        k,
+        m,
+        read_only: false,
+        disks: out,
+        redundancy_now: m as i64 - not_ok,
+        redundancy_target: m as i64,
+        usage: meta.map(usage).transpose()?,
+    })
+}
