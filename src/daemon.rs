@@ -400,10 +400,9 @@ fn serve(
     );
     report("OK\n");
     let result = mounted.run();
-    // `run` ended with `Fs::shutdown` (flush + durable commit), so the core's destructors have nothing left to do;
-    // the process exits right after. Skipping them keeps a destructor that blocks (seen: redb's drop waiting on an
-    // open write transaction after a read-only mount) from holding the state lock, and `valencefs umount`, forever.
-    std::mem::forget(fs);
+    // `run` ended with `Fs::shutdown` (flush + durable commit). Close the metadata database now, while the state
+    // lock is still held, so the next mount never finds the database open by an exiting daemon.
+    drop(fs);
     if let Err(e) = &result {
         eprintln!("{} valencefs: shutdown after unmount failed: {e}", stamp());
     }

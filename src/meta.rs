@@ -262,12 +262,26 @@ pub const OPS_PER_COMMIT: u64 = 4096;
 impl Meta {
     /// Opens the database at `path`, creating it (with its tables and schema version) when absent.
     pub fn open(path: &Path) -> Result<Meta> {
-        let db = Database::builder().create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                Error::Volume(format!("{} is in use by another process", path.display()))
+        // A daemon that just unmounted may still be exiting with the file open: wait a little before calling the
+        // database busy.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match Database::builder().create(path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(Error::Volume(format!(
+                        "{} is in use by another process",
+                        path.display()
+                    )))
+                }
+                Err(e) => return Err(Error::Meta(format!("{}: {e}", path.display()))),
             }
-            e => Error::Meta(format!("{}: {e}", path.display())),
-        })?;
+        };
         let meta = Meta {
             db,
             slot: Arc::default(),
