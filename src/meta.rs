@@ -115,6 +115,29 @@ impl Inode {
         Ok(inode)
     }
 
+    /// A fresh inode of full `mode`, created at `t` under directory `parent`, owned by `uid`/`gid`: link count 1
+    /// (2 for a directory, its "." included), generation 1, readdir cookies starting after "." and "..".
+    pub fn new(ino: u64, mode: u32, parent: u64, uid: u32, gid: u32, t: Time) -> Inode {
+        Inode {
+            ino,
+            mode,
+            uid,
+            gid,
+            nlink: if mode & libc::S_IFMT == libc::S_IFDIR {
+                2
+            } else {
+                1
+            },
+            atime: t,
+            mtime: t,
+            ctime: t,
+            generation: 1,
+            parent,
+            next_cookie: 3,
+            ..Default::default()
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFDIR
     }

@@ -320,21 +320,9 @@ impl Fs {
         let meta = Meta::open(&db_path)?;
         let mut tx = meta.write()?;
         if tx.inode(ROOT_INO)?.is_none() {
-            let t = now();
-            let root = Inode {
-                ino: ROOT_INO,
-                mode: libc::S_IFDIR | 0o755,
-                nlink: 2,
-                atime: t,
-                mtime: t,
-                ctime: t,
-                generation: 1,
-                parent: ROOT_INO,
-                next_cookie: 3,
-                uid: unsafe { libc::geteuid() },
-                gid: unsafe { libc::getegid() },
-                ..Default::default()
-            };
+            // SAFETY: geteuid/getegid cannot fail and touch no memory.
+            let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            let root = Inode::new(ROOT_INO, libc::S_IFDIR | 0o755, ROOT_INO, uid, gid, now());
             tx.put_inode(&root)?;
         }
         let mut inner = Inner {

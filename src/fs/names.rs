@@ -82,20 +82,9 @@ impl Fs {
         }
         let ino = tx.alloc_ino()?;
         let inode = Inode {
-            ino,
-            mode: kind.mode_bits() | perm_bits,
-            uid: ctx.uid,
-            gid,
-            nlink: if kind == FileKind::Dir { 2 } else { 1 },
             rdev,
             size: symlink.map(|s| s.len() as u64).unwrap_or(0),
-            atime: t,
-            mtime: t,
-            ctime: t,
-            generation: 1,
-            parent,
-            next_cookie: 3,
-            ..Default::default()
+            ..Inode::new(ino, kind.mode_bits() | perm_bits, parent, ctx.uid, gid, t)
         };
         tx.put_inode(&inode)?;
         if let Some(target) = symlink {

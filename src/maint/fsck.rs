@@ -509,18 +509,7 @@ fn make_lost_found(
 ) -> Result<u64> {
     let ino = tx.alloc_ino()?;
     let t = now();
-    let lf = Inode {
-        ino,
-        mode: libc::S_IFDIR | 0o700,
-        nlink: 2,
-        atime: t,
-        mtime: t,
-        ctime: t,
-        generation: 1,
-        parent: ROOT_INO,
-        next_cookie: 3,
-        ..Default::default()
-    };
+    let lf = Inode::new(ino, libc::S_IFDIR | 0o700, ROOT_INO, 0, 0, t);
     tx.put_inode(&lf)?;
     let mut root = inodes[&ROOT_INO].clone();
     tx.add_dirent(&mut root, LOST_FOUND, ino, libc::S_IFDIR)?;
