@@ -88,6 +88,17 @@ impl Fs {
         if let Some(d) = self.cache.lock().get(id) {
             return Ok(d);
         }
+        // Being fetched by read-ahead: wait for it rather than read it twice (bounded, in case it is slow).
+        {
+            let mut q = self.prefetch.queued.lock();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while q.contains(id) && Instant::now() < deadline {
+                self.prefetch.done.wait_until(&mut q, deadline);
+            }
+        }
+        if let Some(d) = self.cache.lock().get(id) {
+            return Ok(d);
+        }
         let d = Arc::new(self.chunks.get(id)?);
         self.cache.lock().insert(*id, d.clone());
         Ok(d)
@@ -123,10 +134,11 @@ impl Fs {
             let extents = tx.extents(ino, offset, end)?;
             // Sequential readers get the next chunks fetched in the background while they consume this one.
             if end < inode.size {
+                let ahead = super::PREFETCH_CHUNKS as u64 * self.chunks.max_chunk_size() as u64;
                 for e in tx
-                    .extents(ino, end, end + 2 * self.chunks.max_chunk_size() as u64)?
+                    .extents(ino, end, end + ahead)?
                     .iter()
-                    .take(2)
+                    .take(super::PREFETCH_CHUNKS)
                 {
                     self.prefetch(e.chunk);
                 }

@@ -183,11 +183,14 @@ pub struct Fs {
     prefetch: Prefetch,
 }
 
-/// Read-ahead of whole chunks: ids queued by readers, fetched into the read cache by two background threads.
+/// Read-ahead of whole chunks: ids queued by readers, fetched into the read cache by background threads.
 struct Prefetch {
     tx: Mutex<std::sync::mpsc::Sender<ChunkId>>,
     rx: Arc<Mutex<std::sync::mpsc::Receiver<ChunkId>>>,
     queued: Mutex<std::collections::HashSet<ChunkId>>,
+    /// Signalled (with `queued`'s lock) whenever a queued chunk is done, so a reader that needs a chunk being
+    /// fetched waits for it instead of reading it a second time.
+    done: parking_lot::Condvar,
 }
 
 /// Where metadata snapshots stand: when the last was taken and the chunks of the last two.
@@ -198,6 +201,10 @@ struct SnapshotState {
     current: Option<ChunkId>,
     previous: Option<ChunkId>,
 }
+
+/// Background read-ahead threads, and how many chunks past a sequential read they fetch.
+const PREFETCH_THREADS: usize = 3;
+pub(crate) const PREFETCH_CHUNKS: usize = 4;
 
 /// Largest file offset accepted.
 const MAX_FILE_SIZE: u64 = 1 << 60;
@@ -385,9 +392,10 @@ impl Fs {
                 tx: Mutex::new(ptx),
                 rx: Arc::new(Mutex::new(prx)),
                 queued: Mutex::new(std::collections::HashSet::new()),
+                done: parking_lot::Condvar::new(),
             },
         });
-        for i in 0..2 {
+        for i in 0..PREFETCH_THREADS {
             let weak = Arc::downgrade(&fs);
             let rx = fs.prefetch.rx.clone();
             let t = std::thread::Builder::new()
@@ -650,6 +658,7 @@ fn prefetch_loop(fs: std::sync::Weak<Fs>, rx: Arc<Mutex<std::sync::mpsc::Receive
             }
         }
         f.prefetch.queued.lock().remove(&id);
+        f.prefetch.done.notify_all();
     }
 }
 
