@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Nightly PostgreSQL dumps onto valencefs and into restic, in the same run: how much each dump format deduplicates.
 #
-# Usage: bench/pg_nightly.sh [SCALE] [NIGHTS]      (defaults 80 and 7; needs root, fuse3, postgresql, restic, python3)
-#   SCALE   pgbench scale factor: 100,000 accounts rows (~13 MB of plain dump) each; 80 gives ~1 GiB plain dumps.
+# Usage: bench/pg_nightly.sh [SCALE] [NIGHTS]      (defaults 50 and 7; needs root, fuse3, postgresql, restic, python3)
+#   SCALE   pgbench scale factor: each unit is 100,000 accounts rows plus 50,000 documents rows, ~23 MiB of plain
+#           dump; 50 gives ~1.15 GiB dumps. On 2 shared cores scale 10 with 7 nights and 4 formats takes ~15 min.
 #   NIGHTS  nights to simulate.
 # Environment:
 #   FORMATS="plain dirz0 custom customz0"   dump formats: -Fp, -Fd -Z0 -j 2, -Fc (default gzip), -Fc -Z0
 #   CHUNKS="1M"       valencefs volumes to fill, one per average chunk size (init --chunk-size), e.g. "1M 256K 64K"
-#   UPDATE_PCT=2      % of accounts updated each night in one contiguous window ("hot" rows), moving nightly
-#   SCATTER_PPM=200   accounts updated each night uniformly at random, per million rows (200 = 0.02 %)
-#   INSERT_PCT=1      % new accounts appended each night (plus history and small-table churn)
+#   UPDATE_PCT=2      % of accounts and documents updated each night in one contiguous window ("hot" rows), moving
+#   SCATTER_PPM=200   rows updated each night uniformly at random, per million rows (200 = 0.02 %)
+#   INSERT_PCT=1      % new accounts and documents appended each night (plus history and small-table churn)
+#   DOCS_PER_SCALE=50000  documents rows per scale unit (~200 bytes each)
 #   RESTORE=1         time pg_restore -j 2 from the last -Fd dump on valencefs vs on the underlying disk
 #   OUT=DIR           also keep the raw TSV files there
+#   VFS_OPTS=         extra mount options for the valencefs volumes, e.g. writeback_cache
 #
 # Each night: change the database, VACUUM, then per format: pg_dump onto the first valencefs volume (timed), the same
 # dump onto the underlying disk (timed; the ratio is valencefs/disk), copied from there onto the other chunk-size
@@ -21,7 +24,7 @@
 # restic `stats --mode raw-data` total_size (after its compression).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SCALE=${1:-80}
+SCALE=${1:-50}
 NIGHTS=${2:-7}
 FORMATS=${FORMATS:-plain dirz0 custom customz0}
 CHUNKS=${CHUNKS:-1M}
@@ -46,9 +49,11 @@ pg() { as_pg "$PGBIN/$1" "${@:2}"; }
 sql() { pg psql -X -q -A -t -v ON_ERROR_STOP=1 -d bench -c "$1"; }
 cleanup() {
     set +e
-    for m in "$W"/mnt-*; do "$VFS" umount "$m" >/dev/null 2>&1; done
     pg pg_ctl -D "$W/pg/data" -m immediate -w stop >/dev/null 2>&1
-    rm -rf "$W"
+    for m in "$W"/mnt-*; do
+        "$VFS" umount "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" >/dev/null 2>&1
+    done
+    rm -rf --one-file-system "$W"
 }
 trap cleanup EXIT
 now() { date +%s.%N; }
@@ -62,8 +67,14 @@ pg pg_ctl -D "$W/pg/data" -l "$LOG" -w -o "-c listen_addresses='' -c unix_socket
 pg createdb bench
 s=$(now)
 pg pgbench -i -q -s "$SCALE" bench 2>/dev/null
-# Small tables beside the big one: configuration rows, an append-mostly event log with a JSON column.
-sql "CREATE TABLE settings (k text PRIMARY KEY, v text NOT NULL, changed timestamptz NOT NULL DEFAULT '2024-01-01');
+# Beside pgbench's tables (whose blank-padded rows compress ~60:1, which hides dedup): a documents table of
+# hex text that compresses only ~2:1, about as big as pgbench_accounts in the dump; configuration rows; an
+# append-mostly event log with a JSON column.
+DOCS=$((SCALE * ${DOCS_PER_SCALE:-50000}))
+sql "CREATE TABLE documents (id int PRIMARY KEY, title text NOT NULL, body text NOT NULL);
+     INSERT INTO documents SELECT g, 'doc ' || g, md5(g || 'a') || md5(g || 'b') || md5(g || 'c') || md5(g || 'd')
+         || md5(g || 'e') || md5(g || 'f') FROM generate_series(1, $DOCS) g;
+     CREATE TABLE settings (k text PRIMARY KEY, v text NOT NULL, changed timestamptz NOT NULL DEFAULT '2024-01-01');
      INSERT INTO settings SELECT 'key' || g, md5(g::text) FROM generate_series(1, 2000) g;
      CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz NOT NULL, kind text NOT NULL, body jsonb);
      INSERT INTO events (at, kind, body) SELECT timestamptz '2024-01-01' + g * interval '1 minute', 'k' || (g % 9),
@@ -81,7 +92,7 @@ for v in $VOLS; do
 done
 mount_all() {
     for v in $VOLS; do
-        "$VFS" mount -o passfile="$W/pass",allow_other "$W/vol-$v.toml" "$W/mnt-$v"
+        "$VFS" mount -o passfile="$W/pass",allow_other${VFS_OPTS:+,$VFS_OPTS} "$W/vol-$v.toml" "$W/mnt-$v"
         chown postgres: "$W/mnt-$v"
     done
 }
@@ -104,6 +115,8 @@ mutate() {
     local n=$1 rows=$((SCALE * 100000))
     local win=$((rows * UPDATE_PCT / 100)) lo=$(((n * 7919 * 1000) % rows + 1))
     local scatter=$((rows * SCATTER_PPM / 1000000)) ins=$((rows * INSERT_PCT / 100))
+    local dwin=$((DOCS * UPDATE_PCT / 100)) dlo=$(((n * 7919 * 100) % DOCS + 1))
+    local dscatter=$((DOCS * SCATTER_PPM / 1000000)) dins=$((DOCS * INSERT_PCT / 100))
     sql "UPDATE pgbench_accounts SET abalance = abalance + $n WHERE aid BETWEEN $lo AND $((lo + win - 1));
          UPDATE pgbench_accounts SET abalance = abalance - $n
              WHERE aid IN (SELECT 1 + (hashint4(g + $n * 1000003) & 2147483647) % $rows
@@ -115,6 +128,13 @@ mutate() {
              SELECT 1 + g % ($SCALE * 10), 1 + g % $SCALE, 1 + g * 13 % $rows, g % 1000 - 500,
                  timestamp '2024-01-01' + ($n * 86400 + g) * interval '1 second' FROM generate_series(1, $ins) g;
          UPDATE pgbench_branches SET bbalance = bbalance + $n;
+         UPDATE documents SET body = md5(body) || substr(body, 33) WHERE id BETWEEN $dlo AND $((dlo + dwin - 1));
+         UPDATE documents SET title = title || ' rev $n'
+             WHERE id IN (SELECT 1 + (hashint4(g + $n * 999983) & 2147483647) % $DOCS
+                          FROM generate_series(1, $dscatter) g);
+         INSERT INTO documents SELECT m + g, 'new ' || g, md5((m + g) || 'a') || md5((m + g) || 'b')
+             || md5((m + g) || 'c') || md5((m + g) || 'd') || md5((m + g) || 'e') || md5((m + g) || 'f')
+             FROM (SELECT max(id) AS m FROM documents) x, generate_series(1, $dins) g;
          UPDATE settings SET v = md5(v), changed = changed + interval '1 day' WHERE k LIKE 'key$n%';
          INSERT INTO events (at, kind, body) SELECT timestamptz '2025-01-01' + ($n * 10000 + g) * interval '1 s', 'n',
              jsonb_build_object('night', $n, 'g', g) FROM generate_series(1, 5000) g;
@@ -131,7 +151,7 @@ printf "where\tseconds\n" > "$W/restore.tsv"
 RSTATS=$W/rstats.tsv
 printf "night\tformat\trestic_raw\n" > "$RSTATS"
 for n in $(seq 1 "$NIGHTS"); do
-    [ "$n" -eq 1 ] || mutate "$n"
+    if [ "$n" -gt 1 ]; then mutate "$n"; fi
     for f in $FORMATS; do
         # shellcheck disable=SC2046
         s=$(now); pg pg_dump $(dump_args "$f") -f "$W/mnt-$f-$first/night$n" bench; tv=$(since "$s")
@@ -168,5 +188,5 @@ print("%s\t%s\t%s\t%d\t%d\t%d" % (sys.argv[1], sys.argv[2], sys.argv[3], u["logi
     echo "night $n done ($(date +%T))" >&2
 done
 umount_all
-python3 bench/pg_nightly_report.py "$W" "SCALE=$SCALE NIGHTS=$NIGHTS UPDATE_PCT=$UPDATE_PCT SCATTER_PPM=$SCATTER_PPM INSERT_PCT=$INSERT_PCT"
+python3 bench/pg_nightly_report.py "$W" "SCALE=$SCALE NIGHTS=$NIGHTS VFS_OPTS=${VFS_OPTS:-} CHUNKS=$CHUNKS UPDATE_PCT=$UPDATE_PCT SCATTER_PPM=$SCATTER_PPM INSERT_PCT=$INSERT_PCT"
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$W"/*.tsv "$OUT"/; fi
