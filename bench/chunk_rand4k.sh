@@ -10,6 +10,7 @@ cargo build --release --bin valencefs -q
 VFS=$PWD/target/release/valencefs
 W=$(mktemp -d /var/tmp/vrand.XXXXXX)
 cleanup() {
+    set +e
     for m in "$W"/mnt-*; do "$VFS" umount "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" >/dev/null 2>&1; done
     rm -rf --one-file-system "$W"
 }

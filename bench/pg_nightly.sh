@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Nightly PostgreSQL dumps onto valencefs and into restic, in the same run: how much each dump format deduplicates.
 #
-# Usage: bench/pg_nightly.sh [SCALE] [NIGHTS]      (defaults 50 and 7; needs root, fuse3, postgresql, restic, python3)
-#   SCALE   pgbench scale factor: each unit is 100,000 accounts rows plus 50,000 documents rows, ~23 MiB of plain
-#           dump; 50 gives ~1.15 GiB dumps. On 2 shared cores scale 10 with 7 nights and 4 formats takes ~15 min.
+# Usage: bench/pg_nightly.sh [SCALE] [NIGHTS]      (defaults 55 and 7; needs root, fuse3, postgresql, restic, python3)
+#   SCALE   pgbench scale factor: each unit is 100,000 accounts rows plus 50,000 documents rows, ~20 MiB of plain
+#           dump; 55 gives ≥ 1 GiB dumps. On 2 busy shared cores, scale 10 with 7 nights and 4 formats takes ~15 min,
+#           scale 50 with FORMATS=dirz0 and 2 nights ~10 min.
 #   NIGHTS  nights to simulate.
 # Environment:
 #   FORMATS="plain dirz0 custom customz0"   dump formats: -Fp, -Fd -Z0 -j 2, -Fc (default gzip), -Fc -Z0
@@ -24,7 +25,7 @@
 # restic `stats --mode raw-data` total_size (after its compression).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SCALE=${1:-50}
+SCALE=${1:-55}
 NIGHTS=${2:-7}
 FORMATS=${FORMATS:-plain dirz0 custom customz0}
 CHUNKS=${CHUNKS:-1M}
