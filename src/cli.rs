@@ -109,6 +109,9 @@ pub enum Command {
         /// Write-back cache budget, e.g. 256M.
         #[arg(long, default_value = "256M")]
         cache_size: String,
+        /// Average chunk size, a power of two from 4K to 4M (default 1M; min is 1/4, max 4x). Fixed for the volume.
+        #[arg(long, value_name = "SIZE")]
+        chunk_size: Option<String>,
         /// Weak, fast key derivation. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1).
         #[arg(long, hide = true)]
         kdf_fast: bool,
@@ -362,6 +365,7 @@ fn dispatch(cmd: Command) -> Outcome {
             state,
             compression,
             cache_size,
+            chunk_size,
             kdf_fast,
             disks,
         } => {
@@ -377,6 +381,7 @@ fn dispatch(cmd: Command) -> Outcome {
                 redundancy,
                 compression,
                 cache_size: Size::Text(cache_size),
+                chunk_size: chunk_size.map(Size::Text),
                 passphrase: &pass,
                 insecure_fast_kdf: kdf_fast
                     || std::env::var_os("VALENCEFS_INSECURE_FAST_KDF").is_some_and(|v| v == "1"),
