@@ -21,7 +21,7 @@ pub struct MountOpts {
 }
 
 /// Options that fstab, systemd or mount(8) add and a helper must accept and ignore.
-const IGNORED: &[&str] = &[
+pub const IGNORED: &[&str] = &[
     "_netdev",
     "nofail",
     "noauto",
