@@ -240,3 +240,115 @@ fn verify_units(unit: &Path, examples: &Path) {
         bad.join("\n")
     );
 }
+
+/// The commands of `valencefs@.service`, run as systemd would run them for `valencefs@photos` (instance and
+/// `${VAR}` substitution, the optional EnvironmentFile), with /etc/valencefs moved into a scratch directory and
+/// /usr/bin/valencefs being this build: start mounts the volume by the naming convention, stop unmounts it durably.
+#[test]
+fn service_template_mounts_and_unmounts_by_convention() {
+    if !fuse_available() {
+        return;
+    }
+    let v = Vol::new("personal");
+    let etc = v.dir.path().join("etc/valencefs");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::copy(&v.config, etc.join("photos.toml")).unwrap();
+    std::fs::copy(&v.passfile, etc.join("photos.pass")).unwrap();
+    let mnt = v.dir.path().join("srv/photos"); // does not exist yet: ExecStartPre creates it
+    std::fs::write(
+        etc.join("photos.env"),
+        format!("# where to mount\nMOUNTPOINT={}\n", mnt.display()),
+    )
+    .unwrap();
+
+    let unit =
+        std::fs::read_to_string(repo().join("packaging/systemd/valencefs@.service")).unwrap();
+    let etc_prefix = format!("{}/", etc.display());
+    let localize = |s: &str| {
+        s.replace("%I", "photos")
+            .replace("%i", "photos")
+            .replace("/etc/valencefs/", &etc_prefix)
+    };
+    let mut env: Vec<(String, String)> = vec![];
+    let set = |line: &str, env: &mut Vec<(String, String)>| {
+        if let Some((k, val)) = line.split_once('=') {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), val.to_string()));
+        }
+    };
+    let (mut pre, mut start, mut stop) = (vec![], None, None);
+    for line in unit.lines().map(localize) {
+        if let Some(kv) = line.strip_prefix("Environment=") {
+            set(kv, &mut env);
+        } else if let Some(f) = line.strip_prefix("EnvironmentFile=") {
+            let (optional, f) = f.strip_prefix('-').map_or((false, f), |f| (true, f));
+            match std::fs::read_to_string(f) {
+                Ok(text) => text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                    .for_each(|l| set(l, &mut env)),
+                Err(e) => assert!(optional, "EnvironmentFile {f}: {e}"),
+            }
+        } else if let Some(c) = line.strip_prefix("ExecStartPre=") {
+            pre.push(c.to_string());
+        } else if let Some(c) = line.strip_prefix("ExecStart=") {
+            start = Some(c.to_string());
+        } else if let Some(c) = line.strip_prefix("ExecStop=") {
+            stop = Some(c.to_string());
+        }
+    }
+    // ${VAR} is one word in systemd; none of our values contain spaces, so splitting after substitution is exact.
+    let exec = |cmd: &str| -> Output {
+        let mut cmd = cmd.to_string();
+        for (k, val) in &env {
+            cmd = cmd.replace(&format!("${{{k}}}"), val);
+        }
+        assert!(!cmd.contains("${"), "unset variable in {cmd}");
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let prog = if words[0] == "/usr/bin/valencefs" {
+            bin()
+        } else {
+            words[0]
+        };
+        Command::new(prog)
+            .args(&words[1..])
+            .env("VALENCEFS_INSECURE_FAST_KDF", "1")
+            .env_remove("VALENCEFS_PASSPHRASE")
+            .output()
+            .unwrap()
+    };
+    // The override file must win over the unit's default (/mnt/photos), or this test would mount on the host's /mnt.
+    let mountpoint = env
+        .iter()
+        .find(|(k, _)| k == "MOUNTPOINT")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(mountpoint, mnt.to_str(), "NAME.env did not set MOUNTPOINT");
+    let (start, stop) = (start.expect("ExecStart"), stop.expect("ExecStop"));
+    let _g = MountGuard::new(&mnt); // canonicalizes lazily: mnt does not exist yet, and that is fine
+    for c in &pre {
+        let o = exec(c);
+        assert!(o.status.success(), "{c}: {}", stderr(&o));
+    }
+    let o = exec(&start);
+    assert!(o.status.success(), "{start}: {}\n{}", stderr(&o), v.log());
+    assert!(
+        is_mounted(&mnt),
+        "ExecStart returned 0 but {} is not mounted",
+        mnt.display()
+    );
+    std::fs::write(mnt.join("f"), b"via the unit").unwrap();
+    let o = exec(&stop);
+    assert!(o.status.success(), "{stop}: {}", stderr(&o));
+    assert!(!is_mounted(&mnt));
+    // Stop means durable and the daemon gone: the volume mounts again at once and has the file.
+    assert_eq!(
+        valencefs::volume::StateLock::holder(&v.state()),
+        None,
+        "ExecStop returned but the daemon still holds the state lock"
+    );
+    let o = exec(&start);
+    assert!(o.status.success(), "restart: {}", stderr(&o));
+    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"via the unit");
+    let o = exec(&stop);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
