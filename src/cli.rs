@@ -280,8 +280,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Write man pages or shell completions generated from this command line (for packaging).
-    #[command(hide = true)]
+    /// Write man pages or shell completions generated from this command line.
+    ///
+    /// The Debian package runs this at build time; use it for a shell the package ships no completions for, or to
+    /// refresh man/ after changing a help text (`cargo run -- generate man man/`).
     Generate {
         #[command(subcommand)]
         what: GenerateCommand,
@@ -315,12 +317,15 @@ pub enum DiskCommand {
 pub enum GenerateCommand {
     /// Write valencefs.8, mount.valencefs.8 and one page per subcommand into DIR.
     Man {
+        /// Directory to write into (created if missing).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
-    /// Write the completion script for SHELL into DIR.
+    /// Write the completion script for SHELL into DIR (valencefs.bash, _valencefs, valencefs.fish, ...).
     Completions {
+        /// The shell to write a completion script for.
         shell: clap_complete::Shell,
+        /// Directory to write into (created if missing).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },

@@ -1,7 +1,8 @@
 //! Man pages and shell completions generated from the clap definitions, so help, pages and completions never drift.
 //!
-//! `valencefs generate man DIR` writes section 8 pages (the committed `man/` copies are checked by
-//! `tests/man_pages.rs`); `valencefs generate completions SHELL DIR` is run by `packaging/build-deb.sh`. The
+//! `valencefs generate man DIR` writes the section 8 pages (the committed `man/` copies are checked by
+//! `tests/man_pages.rs`); `valencefs generate completions SHELL DIR` writes a completion script.
+//! `packaging/build-deb.sh` runs both on the binary it packages, so a package never describes another build. The
 //! hand-written valencefs(5) and valencefs-format(7) live in `man/` only.
 
 use super::{Cli, Code, HelperCli};
