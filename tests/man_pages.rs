@@ -177,3 +177,33 @@ fn valencefs_5_documents_every_config_key() {
         );
     }
 }
+
+/// Every page in man/ renders without a groff warning (unknown macros, bad escapes), as man(1) would format it.
+#[test]
+fn pages_render_without_warnings() {
+    let have_groff = std::process::Command::new("groff")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_groff {
+        eprintln!("SKIPPED: groff not found (apt-get install groff-base)");
+        return;
+    }
+    let mut checked = 0;
+    for entry in std::fs::read_dir(man_dir()).unwrap() {
+        let page = entry.unwrap().path();
+        let out = std::process::Command::new("groff")
+            .args(["-man", "-ww", "-z", "-K", "utf8"])
+            .arg(&page)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "{}: {err}",
+            page.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10);
+}
