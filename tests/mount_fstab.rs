@@ -153,6 +153,7 @@ fn helper_ignores_fstab_options_and_refuses_nonsense() {
         "auto",
         "user",
         "users",
+        "user=alice",
         "owner",
         "group",
         "defaults",
