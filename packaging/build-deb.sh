@@ -32,7 +32,8 @@ mkdir -p "$root/DEBIAN"
 # older ones it is its own directory, so /sbin works on both. The binary dispatches on its name (argv[0]).
 install -D -m 0755 "$bin" "$root/usr/bin/valencefs"
 if [ "${VALENCEFS_DEB_STRIP:-1}" != 0 ] && command -v strip >/dev/null; then
-    strip --strip-debug "$root/usr/bin/valencefs"
+    # As dh_strip does; panics still print their message, only backtraces lose symbol names.
+    strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/valencefs"
 fi
 mkdir -p "$root/sbin"
 ln -s /usr/bin/valencefs "$root/sbin/mount.valencefs"
@@ -64,16 +65,27 @@ install -m 0644 "$repo/README.md" "$doc/README.md"
 gzip -9n "$doc/README.md"
 install -m 0644 "$repo/docs/FORMAT.md" "$doc/FORMAT.md"
 gzip -9n "$doc/FORMAT.md"
-cat >"$doc/copyright" <<'EOF'
+# Dates from the last commit (or SOURCE_DATE_EPOCH), so that rebuilding a commit gives the same files.
+epoch="${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}"
+cat >"$doc/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: valencefs
 
 Files: *
-Copyright: the valencefs developers
+Copyright: $(date -u -d "@$epoch" +%Y) the valencefs developers
 License: MIT or Apache-2.0
  On Debian systems the Apache License 2.0 is in /usr/share/common-licenses/Apache-2.0.
 EOF
 chmod 0644 "$doc/copyright"
+cat >"$stage/changelog" <<EOF
+valencefs ($version) unstable; urgency=medium
+
+  * Built from the valencefs source tree; README.md lists what changed.
+
+ -- valencefs developers <maintainers@valencefs.invalid>  $(LC_ALL=C date -u -R -d "@$epoch")
+EOF
+install -m 0644 "$stage/changelog" "$doc/changelog"
+gzip -9n "$doc/changelog"
 
 # Depends: fuse3 for fusermount3 and /dev/fuse setup; the C libraries the binary links, with the newest glibc symbol
 # version it uses when objdump can tell (what dpkg-shlibdeps would compute, without needing a debian/ source tree).
@@ -104,7 +116,13 @@ Description: encrypted, deduplicating, erasure-coded FUSE filesystem
  shell completions.
 EOF
 
+# md5sums lets `dpkg --verify valencefs` spot modified files.
+(cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) \
+    >"$root/DEBIAN/md5sums"
+chmod 0644 "$root/DEBIAN/md5sums"
+
 mkdir -p "$out"
 deb="$out/valencefs_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Z"$compress" --build "$root" "$deb" >/dev/null
+# SOURCE_DATE_EPOCH clamps member timestamps, so the same commit and binary give the same .deb.
+SOURCE_DATE_EPOCH="$epoch" dpkg-deb --root-owner-group -Z"$compress" --build "$root" "$deb" >/dev/null
 echo "$deb"

@@ -203,7 +203,24 @@ fn deb_installs_everything_where_it_belongs() {
     ] {
         assert!(examples.join(f).is_file(), "examples/{f} missing");
     }
-    assert!(root.join("usr/share/doc/valencefs/copyright").is_file());
+    for f in ["copyright", "changelog.gz", "README.md.gz", "FORMAT.md.gz"] {
+        assert!(
+            root.join("usr/share/doc/valencefs").join(f).is_file(),
+            "doc/{f}"
+        );
+    }
+    // md5sums (for `dpkg --verify`) lists every file, with the sums of what was unpacked.
+    let control = root.join("DEBIAN");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let sums = std::fs::read_to_string(control.join("md5sums")).expect("DEBIAN/md5sums");
+    assert!(sums.contains("  usr/bin/valencefs\n"), "{sums}");
+    assert!(
+        sums.contains("  usr/share/man/man5/valencefs.5.gz\n"),
+        "{sums}"
+    );
+    run(Command::new("md5sum")
+        .args(["-c", "--quiet", "DEBIAN/md5sums"])
+        .current_dir(&root));
     verify_units(&unit, &examples);
 }
 
