@@ -111,7 +111,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// personal (3+2), minimal (2+1), federation (5+4), paranoid (7+8) or K+M.
-        #[arg(long, default_value = "personal")]
+        #[arg(long, value_name = "PRESET", default_value = "personal")]
         redundancy: String,
         /// Read the passphrase from this file (one trailing newline is stripped).
         #[arg(long, value_name = "F")]
@@ -121,10 +121,10 @@ pub enum Command {
         #[arg(long = "state", value_name = "DIR")]
         state: Option<PathBuf>,
         /// Chunk compression: zstd or none.
-        #[arg(long, default_value = "zstd")]
+        #[arg(long, value_name = "ALGO", default_value = "zstd")]
         compression: String,
         /// Write-back cache budget: bytes, or a size such as 256M or 1G.
-        #[arg(long, default_value = "256M")]
+        #[arg(long, value_name = "SIZE", default_value = "256M")]
         cache_size: String,
         /// Weak, fast key derivation. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1).
         #[arg(long, hide = true)]
