@@ -140,6 +140,7 @@ impl Store {
             keys,
             read_only: false,
             header_write: Mutex::new(()),
+            unsynced: Mutex::default(),
         })
     }
 
@@ -318,6 +319,7 @@ impl Store {
             keys,
             read_only,
             header_write: Mutex::new(()),
+            unsynced: Mutex::default(),
         })
     }
 
