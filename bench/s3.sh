@@ -67,4 +67,4 @@ for _ in $(seq "$REPEATS"); do
     done
 done
 cmp "$W/src" "$W/mnt-s3/big" && echo "mixed volume content verified"
-echo "size ${SIZE} MiB, ${REPEATS} repeats, 3+2, release build, tmpfs? $(df --output=fstype "$W" | tail -1)"
+echo "size ${SIZE} MiB, ${REPEATS} repeats, 3+2, release build, local disks on $(df --output=fstype "$W" | tail -1)"

@@ -8,8 +8,9 @@
 //! header and the metadata pointer are rewritten in place with plain PUTs.
 //!
 //! Availability: object_store retries transient failures (5xx, connection errors) with exponential backoff, all
-//! within the disk's timeout; a request that still fails for a reason other than "no such object", or that does not
-//! finish within the timeout, sets the disk aside for `down_for` (every operation then fails at once and `stat`
+//! within the disk's timeout; a request that still fails for a reason other than "no such object" or a refusal
+//! (permission, authentication: the endpoint is alive and said no), or that does not finish within the timeout,
+//! sets the disk aside for `down_for` (every operation then fails at once and `stat`
 //! reports it not present), so a slow or dead endpoint costs the mount at most one timeout per `down_for` and the
 //! store carries on degraded. After `down_for` the next request tries the endpoint again.
 //!
@@ -171,6 +172,8 @@ fn is_loopback(endpoint: &str) -> bool {
 
 /// Outcome of one deadline-bounded request.
 enum Failure {
+    /// The endpoint answered and refused (permission, authentication, invalid request): not set aside.
+    Refused(Error),
     /// The object does not exist.
     NotFound,
     /// Put-if-absent found an object there.
@@ -343,6 +346,18 @@ impl S3Disk {
             Ok(Err(object_store::Error::AlreadyExists { .. })) => {
                 return Err(Failure::AlreadyExists)
             }
+            Ok(Err(
+                e @ (object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::InvalidPath { .. }),
+            )) => {
+                let why = scrub(&e.to_string(), &self.secrets);
+                return Err(Failure::Refused(self.io_err(
+                    name,
+                    std::io::ErrorKind::PermissionDenied,
+                    why.chars().take(300).collect(),
+                )));
+            }
             Ok(Err(e)) if timed_out => (
                 std::io::ErrorKind::TimedOut,
                 format!(
@@ -378,7 +393,7 @@ impl S3Disk {
                 std::io::ErrorKind::AlreadyExists,
                 "object exists".into(),
             ),
-            Failure::Down(e) => e,
+            Failure::Down(e) | Failure::Refused(e) => e,
         }
     }
 
