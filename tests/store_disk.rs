@@ -272,3 +272,48 @@ fn s3_silent_endpoint_times_out_and_is_set_aside() {
     assert!(d.list("").is_err());
     assert!(t.elapsed() < Duration::from_millis(100));
 }
+
+#[test]
+fn s3_transient_errors_are_retried_with_backoff() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A server that answers the first two requests with 503 and then serves the object.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().take(3) {
+                let mut c = conn.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"e1\"\r\n\
+                     Last-Modified: Sun, 22 Nov 2026 06:00:00 GMT\r\nConnection: close\r\n\r\nhello"
+                };
+                let _ = c.write_all(reply.as_bytes());
+            }
+        })
+    };
+    let settings = valencefs::store::S3Settings {
+        endpoint: Some(format!("http://{addr}")),
+        access_key_id: Some(s3_common::KEY_ID.into()),
+        secret_access_key: Some(s3_common::SECRET.into()),
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let d = S3Disk::open("s3://flaky/v", &settings).unwrap();
+    assert_eq!(d.get("x").unwrap(), b"hello");
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "expected two retries");
+    assert!(!d.is_down());
+    server.join().unwrap();
+}
