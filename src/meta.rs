@@ -28,6 +28,48 @@ const SYMLINKS: TableDefinition<u64, &[u8]> = TableDefinition::new("symlinks");
 /// Inodes with nlink 0 still open when last committed; removed at the next start.
 const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
 const SETTINGS: TableDefinition<&str, u64> = TableDefinition::new("settings");
+/// "root" → the integrity record of the last metadata snapshot ([`Integrity`]).
+const INTEGRITY: TableDefinition<&str, &[u8]> = TableDefinition::new("integrity");
+
+/// The integrity root over every referenced chunk's stripe hash, as recorded with a metadata snapshot generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Integrity {
+    pub generation: u64,
+    /// Referenced chunks that are leaves of the tree.
+    pub chunks: u64,
+    /// Referenced chunks left out: rows written before stripe hashes were recorded.
+    pub unverifiable: u64,
+    #[serde(serialize_with = "hex32")]
+    pub root: [u8; 32],
+}
+
+fn hex32<S: serde::Serializer>(b: &[u8; 32], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+impl Integrity {
+    fn encode(&self) -> [u8; 56] {
+        let mut b = [0u8; 56];
+        b[..8].copy_from_slice(&self.generation.to_le_bytes());
+        b[8..16].copy_from_slice(&self.chunks.to_le_bytes());
+        b[16..24].copy_from_slice(&self.unverifiable.to_le_bytes());
+        b[24..].copy_from_slice(&self.root);
+        b
+    }
+    fn decode(b: &[u8]) -> Result<Integrity> {
+        if b.len() != 56 {
+            return Err(Error::Meta("integrity record of wrong length".into()));
+        }
+        let mut r = Reader(b, 0);
+        let (generation, chunks, unverifiable) = (r.u64(), r.u64(), r.u64());
+        Ok(Integrity {
+            generation,
+            chunks,
+            unverifiable,
+            root: b[24..].try_into().expect("32"),
+        })
+    }
+}
 
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::Meta(e.to_string())
@@ -219,25 +261,35 @@ pub struct ChunkRow {
     pub refs: u64,
     pub len: u64,
     pub stored: u64,
+    /// The stripe hash recorded when the chunk was written; all zero when unknown (rows written before it existed).
+    pub stripe: [u8; 32],
 }
 
 impl ChunkRow {
-    fn encode(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
+    fn encode(&self) -> [u8; 56] {
+        let mut b = [0u8; 56];
         b[..8].copy_from_slice(&self.refs.to_le_bytes());
         b[8..16].copy_from_slice(&self.len.to_le_bytes());
-        b[16..].copy_from_slice(&self.stored.to_le_bytes());
+        b[16..24].copy_from_slice(&self.stored.to_le_bytes());
+        b[24..].copy_from_slice(&self.stripe);
         b
     }
+    /// Rows are 56 bytes; 24-byte rows (no stripe hash) from earlier builds still read.
     fn decode(b: &[u8]) -> Result<ChunkRow> {
-        if b.len() != 24 {
+        if b.len() != 24 && b.len() != 56 {
             return Err(Error::Meta("chunk row of wrong length".into()));
         }
         let mut r = Reader(b, 0);
+        let (refs, len, stored) = (r.u64(), r.u64(), r.u64());
+        let mut stripe = [0u8; 32];
+        if b.len() == 56 {
+            stripe.copy_from_slice(&b[24..]);
+        }
         Ok(ChunkRow {
-            refs: r.u64(),
-            len: r.u64(),
-            stored: r.u64(),
+            refs,
+            len,
+            stored,
+            stripe,
         })
     }
 }
@@ -271,6 +323,88 @@ pub struct Totals {
 pub struct Meta {
     db: Database,
     slot: Arc<Mutex<Slot>>,
+    source: Source,
+}
+
+/// Where the database lives.
+enum Source {
+    File(std::path::PathBuf),
+    Sim(Arc<SimFile>),
+}
+
+/// An in-memory database file that keeps apart what was written and what the last sync made durable, so tests can
+/// cut the power at any durable step of the core (the metadata twin of the store's `MemDisk`).
+pub struct SimFile {
+    state: Mutex<SimState>,
+    /// Asked at every sync; `false` means the power is already cut and the sync must not take effect.
+    on_sync: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+#[derive(Default)]
+struct SimState {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+impl SimFile {
+    /// A file whose content (live and durable) is `image`.
+    pub fn new(image: Vec<u8>, on_sync: impl Fn() -> bool + Send + Sync + 'static) -> Arc<SimFile> {
+        Arc::new(SimFile {
+            state: Mutex::new(SimState {
+                live: image.clone(),
+                durable: image,
+            }),
+            on_sync: Box::new(on_sync),
+        })
+    }
+
+    /// What a power cut now would leave.
+    pub fn durable_image(&self) -> Vec<u8> {
+        self.state.lock().durable.clone()
+    }
+}
+
+impl std::fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimFile")
+    }
+}
+
+#[derive(Debug)]
+struct SimBackend(Arc<SimFile>);
+
+impl redb::StorageBackend for SimBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.state.lock().live.len() as u64)
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let s = self.0.state.lock();
+        let start = offset as usize;
+        s.live
+            .get(start..start + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.state.lock().live.resize(len as usize, 0);
+        Ok(())
+    }
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        if (self.0.on_sync)() {
+            let mut s = self.0.state.lock();
+            s.durable = s.live.clone();
+        }
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut s = self.0.state.lock();
+        let end = offset as usize + data.len();
+        if s.live.len() < end {
+            s.live.resize(end, 0);
+        }
+        s.live[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -285,6 +419,9 @@ pub const OPS_PER_COMMIT: u64 = 4096;
 impl Meta {
     /// Opens the database at `path`, creating it (with its tables and schema version) when absent.
     pub fn open(path: &Path) -> Result<Meta> {
+        if !path.exists() {
+            Meta::create_atomically(path)?;
+        }
         // A daemon that just unmounted may still be exiting with the file open: wait a little before calling the
         // database busy.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -305,9 +442,62 @@ impl Meta {
                 Err(e) => return Err(Error::Meta(format!("{}: {e}", path.display()))),
             }
         };
+        Meta::init(db, Source::File(path.to_path_buf()))
+    }
+
+    /// Creates a new database at `path` as one step a crash cannot split: redb's first writes are not atomic (a
+    /// power cut between them leaves a file it refuses to open), so the database is built under a temporary name,
+    /// made durable, and renamed into place.
+    fn create_atomically(path: &Path) -> Result<()> {
+        let io = |e| Error::io(path.display(), e);
+        let tmp = path.with_extension("redb.new");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let db = Database::builder()
+                .create(&tmp)
+                .map_err(|e| Error::Meta(format!("{}: {e}", tmp.display())))?;
+            drop(Meta::init(db, Source::File(tmp.clone()))?);
+        }
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Opens a database held in a [`SimFile`] (crash-simulation tests); an empty one is created as one atomic
+    /// step, as [`Meta::open`] does for a file.
+    pub fn open_sim(file: Arc<SimFile>) -> Result<Meta> {
+        if file.state.lock().live.is_empty() {
+            let scratch = SimFile::new(Vec::new(), || true);
+            let db = Database::builder()
+                .create_with_backend(SimBackend(scratch.clone()))
+                .map_err(db_err)?;
+            drop(Meta::init(db, Source::Sim(scratch.clone()))?);
+            let image = scratch.durable_image();
+            let durable = (file.on_sync)();
+            let mut s = file.state.lock();
+            if durable {
+                s.durable = image.clone();
+            }
+            s.live = image;
+        }
+        let db = Database::builder()
+            .create_with_backend(SimBackend(file.clone()))
+            .map_err(db_err)?;
+        Meta::init(db, Source::Sim(file))
+    }
+
+    fn init(db: Database, source: Source) -> Result<Meta> {
         let meta = Meta {
             db,
             slot: Arc::default(),
+            source,
         };
         let mut tx = meta.write()?;
         let version = tx.setting("schema_version")?;
@@ -320,7 +510,7 @@ impl Meta {
                 return Err(Error::Meta(format!(
                     "{}: metadata schema version {v} is newer than this valencefs understands ({SCHEMA_VERSION}); \
                      upgrade valencefs",
-                    path.display()
+                    meta.describe()
                 )))
             }
             _ => {}
@@ -342,6 +532,22 @@ impl Meta {
             slot: self.slot.clone(),
             changed: false,
         })
+    }
+
+    /// The database file's path, or a description of where it lives.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::File(p) => p.display().to_string(),
+            Source::Sim(_) => "in-memory database".into(),
+        }
+    }
+
+    /// The bytes of the database as of its last durable commit (the caller keeps commits out meanwhile).
+    pub fn durable_image(&self) -> Result<Vec<u8>> {
+        match &self.source {
+            Source::File(p) => std::fs::read(p).map_err(|e| Error::io(p.display(), e)),
+            Source::Sim(f) => Ok(f.durable_image()),
+        }
     }
 
     /// Makes every change so far durable.
@@ -634,6 +840,7 @@ impl Tx {
                 refs: 0,
                 len,
                 stored,
+                stripe: [0; 32],
             },
             (None, None) => return Err(Error::Meta(format!("chunk {} has no row", id.to_hex()))),
         };
@@ -649,13 +856,20 @@ impl Tx {
     }
 
     /// Creates a chunk's row (with no references) if it does not exist yet.
-    pub fn ensure_chunk(&mut self, id: &ChunkId, len: u64, stored: u64) -> Result<()> {
+    pub fn ensure_chunk(
+        &mut self,
+        id: &ChunkId,
+        len: u64,
+        stored: u64,
+        stripe: [u8; 32],
+    ) -> Result<()> {
         if self.chunk(id)?.is_none() {
             self.touch();
             let row = ChunkRow {
                 refs: 0,
                 len,
                 stored,
+                stripe,
             };
             table!(self, CHUNKS)
                 .insert(id.0.as_slice(), row.encode().as_slice())
@@ -698,6 +912,41 @@ impl Tx {
     }
 
     /// Every chunk row: (id, row).
+    /// Computes the integrity record over the chunk rows as they stand (for snapshot `generation`).
+    pub fn compute_integrity(&mut self, generation: u64) -> Result<Integrity> {
+        let rows = self.all_chunks()?;
+        let unverifiable = rows
+            .iter()
+            .filter(|(_, r)| r.refs > 0 && r.stripe == [0; 32])
+            .count() as u64;
+        let leaves: Vec<([u8; 32], [u8; 32])> = rows
+            .iter()
+            .filter(|(_, r)| r.refs > 0 && r.stripe != [0; 32])
+            .map(|(id, r)| (id.0, r.stripe))
+            .collect();
+        Ok(Integrity {
+            generation,
+            chunks: leaves.len() as u64,
+            unverifiable,
+            root: crate::store::format::integrity_root(leaves),
+        })
+    }
+
+    pub fn set_integrity(&mut self, i: &Integrity) -> Result<()> {
+        self.touch();
+        table!(self, INTEGRITY)
+            .insert("root", i.encode().as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The integrity record of the last snapshot, if one was taken.
+    pub fn integrity(&mut self) -> Result<Option<Integrity>> {
+        let t = table!(self, INTEGRITY);
+        let v = t.get("root").map_err(db_err)?;
+        v.map(|g| Integrity::decode(g.value())).transpose()
+    }
+
     pub fn all_chunks(&mut self) -> Result<Vec<(ChunkId, ChunkRow)>> {
         let t = table!(self, CHUNKS);
         let mut out = Vec::new();

@@ -46,6 +46,10 @@ pub trait Chunks: Send + Sync {
     fn max_chunk_size(&self) -> usize;
     /// Stores a chunk (idempotent); returns the bytes it occupies on disks. Durable only after [`Chunks::sync`].
     fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64>;
+    /// [`Chunks::put`], also returning the chunk's stripe hash (all zero when this store keeps none).
+    fn put_stripe(&self, id: &ChunkId, data: &[u8]) -> Result<(u64, [u8; 32])> {
+        self.put(id, data).map(|b| (b, [0; 32]))
+    }
     /// Reads a chunk back, verified.
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>>;
     /// Removes a chunk's shards.
@@ -80,6 +84,9 @@ impl Chunks for crate::store::Store {
     }
     fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
         crate::store::Store::put(self, id, data)
+    }
+    fn put_stripe(&self, id: &ChunkId, data: &[u8]) -> Result<(u64, [u8; 32])> {
+        crate::store::Store::put_stripe(self, id, data)
     }
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
         crate::store::Store::get(self, id)
@@ -165,12 +172,13 @@ pub struct Fs {
     cond: Condvar,
     /// Wakes the background flusher.
     flusher_wake: Condvar,
+    /// Wakes the background committer (at shutdown).
+    committer_wake: Condvar,
     put_gate: RwLock<()>,
     chunks: Arc<dyn Chunks>,
     cache: Mutex<ChunkCache>,
     opts: FsOptions,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    db_path: std::path::PathBuf,
     snapshots: Mutex<SnapshotState>,
     prefetch: Prefetch,
 }
@@ -316,8 +324,16 @@ impl Fs {
     /// background flusher and committer.
     pub fn start(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
         std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
-        let db_path = state_dir.join("meta.redb");
-        let meta = Meta::open(&db_path)?;
+        let meta = Meta::open(&state_dir.join("meta.redb"))?;
+        Fs::start_with_meta(chunks, meta, opts)
+    }
+
+    /// Starts the filesystem over an already open metadata database.
+    pub fn start_with_meta(
+        chunks: Arc<dyn Chunks>,
+        meta: Meta,
+        opts: FsOptions,
+    ) -> Result<Arc<Fs>> {
         let mut tx = meta.write()?;
         if tx.inode(ROOT_INO)?.is_none() {
             // SAFETY: geteuid/getegid cannot fail and touch no memory.
@@ -353,12 +369,12 @@ impl Fs {
             inner: Mutex::new(inner),
             cond: Condvar::new(),
             flusher_wake: Condvar::new(),
+            committer_wake: Condvar::new(),
             put_gate: RwLock::new(()),
             cache: Mutex::new(ChunkCache::new(opts.read_cache_size)),
             chunks,
             opts,
             threads: Mutex::new(Vec::new()),
-            db_path,
             snapshots: Mutex::new(SnapshotState {
                 last: None,
                 stale: true,
@@ -413,7 +429,10 @@ impl Fs {
         }
         self.inner.lock().stopping = true;
         self.flusher_wake.notify_all();
+        self.committer_wake.notify_all();
         self.cond.notify_all();
+        // Dropping the queue's sender wakes the readahead threads at once (they see it disconnected).
+        *self.prefetch.tx.lock() = std::sync::mpsc::channel().0;
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             if t.thread().id() != std::thread::current().id() {
@@ -491,10 +510,13 @@ impl Fs {
             let mut tx = g.meta.write()?;
             let generation = tx.setting("snapshot_generation")? + 1;
             tx.set_setting("snapshot_generation", generation)?;
+            // The integrity root travels inside the snapshot it describes (and stays in the local database, so
+            // a later scrub can tell disks rolled back to an older generation).
+            let integrity = tx.compute_integrity(generation)?;
+            tx.set_integrity(&integrity)?;
             tx.commit(true)?;
             // The file now holds exactly the last durable commit; copy it while no commit can run.
-            let db =
-                std::fs::read(&self.db_path).map_err(|e| Error::io(self.db_path.display(), e))?;
+            let db = g.meta.durable_image()?;
             (generation, db)
         };
         let Some(id) = self.chunks.save_snapshot(generation, &db, snap.current)? else {
@@ -635,10 +657,13 @@ fn prefetch_loop(fs: std::sync::Weak<Fs>, rx: Arc<Mutex<std::sync::mpsc::Receive
 fn committer_loop(fs: std::sync::Weak<Fs>) {
     let mut last = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(100));
         let Some(f) = fs.upgrade() else { return };
         {
-            let g = f.inner.lock();
+            let mut g = f.inner.lock();
+            if !g.stopping {
+                f.committer_wake
+                    .wait_for(&mut g, Duration::from_millis(100));
+            }
             if g.stopping {
                 return;
             }

@@ -65,6 +65,11 @@ impl Store {
     /// write identical files. Not durable until [`Store::sync`]. Succeeds when at least k+1 shards were written
     /// (one more than the minimum to read it back); otherwise best-effort removes what it wrote and fails.
     pub fn put(&self, id: &ChunkId, plaintext: &[u8]) -> Result<u64> {
+        self.put_stripe(id, plaintext).map(|(bytes, _)| bytes)
+    }
+
+    /// [`Store::put`], also returning the chunk's stripe hash ([`crate::store::format::stripe_hash`]).
+    pub fn put_stripe(&self, id: &ChunkId, plaintext: &[u8]) -> Result<(u64, [u8; 32])> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -107,7 +112,10 @@ impl Store {
         drop(compressed);
         let mut files = self.codec.encode_with_prefix(&envelope, SHARD_HEADER_LEN);
         let shard_len = files[0].len() - SHARD_HEADER_LEN;
+        let mut payload_hashes = Vec::with_capacity(files.len());
         for (i, f) in files.iter_mut().enumerate() {
+            let payload_hash = *blake3::hash(&f[SHARD_HEADER_LEN..]).as_bytes();
+            payload_hashes.push(payload_hash);
             let h = ShardHeader {
                 k: k as u8,
                 m: m as u8,
@@ -116,11 +124,12 @@ impl Store {
                 chunk_id: id.0,
                 envelope_len: envelope.len() as u64,
                 shard_len: shard_len as u32,
-                payload_hash: *blake3::hash(&f[SHARD_HEADER_LEN..]).as_bytes(),
+                payload_hash,
             };
             f[..SHARD_HEADER_LEN].copy_from_slice(&h.encode());
         }
         drop(envelope);
+        let stripe = crate::store::format::stripe_hash(&payload_hashes);
         let targets: Vec<usize> = (0..k + m)
             .filter(|&i| self.usable(self.disk_of(id, i)))
             .collect();
@@ -158,7 +167,10 @@ impl Store {
                 ))
             }));
         }
-        Ok(written.iter().map(|&i| files[i].len() as u64).sum())
+        let mut on: Vec<u8> = written.iter().map(|&i| self.disk_of(id, i) as u8).collect();
+        on.sort_unstable();
+        self.unsynced.lock().insert(on);
+        Ok((written.iter().map(|&i| files[i].len() as u64).sum(), stripe))
     }
 
     /// Reads and verifies a chunk. Never returns bytes that failed verification.
@@ -463,19 +475,44 @@ impl Store {
         if self.read_only {
             return Ok(());
         }
+        // Puts that return from here on are the next sync's business.
+        let puts = std::mem::take(&mut *self.unsynced.lock());
         let idx: Vec<usize> = (0..self.slots.len()).filter(|&d| self.usable(d)).collect();
         let results = self.par_map(&idx, |d| self.slots[d].disk.sync());
+        let mut failed = vec![false; self.slots.len()];
         let mut first_err = None;
         for (&d, r) in idx.iter().zip(results) {
             if let Err(e) = r {
                 self.note_error(d);
+                failed[d] = true;
                 first_err.get_or_insert(e);
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let Some(err) = first_err else {
+            return Ok(());
+        };
+        // A disk that failed its sync may have lost what it was given. That is fine as long as every chunk put
+        // since the last sync still has the write quorum (k+1 shards) on disks that synced: the same margin a
+        // put demands. Below it, the caller must not be told its data is durable.
+        let need = self.header.read().k as usize + 1;
+        let short = puts
+            .iter()
+            .filter(|on| on.iter().filter(|&&d| !failed[d as usize]).count() < need)
+            .count();
+        if short > 0 {
+            return Err(err);
         }
+        log::warn!(
+            "sync failed on {} (every chunk written since the last sync still has {need} durable shards): {err}",
+            failed
+                .iter()
+                .enumerate()
+                .filter(|(_, &f)| f)
+                .map(|(d, _)| self.slots[d].disk.describe())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(())
     }
 
     /// Every chunk id with at least one shard on a usable disk (sorted). For gc and fsck.

@@ -191,6 +191,9 @@ pub struct Store {
     read_only: bool,
     /// Serialises header rewrites (keyslot changes) against each other.
     header_write: Mutex<()>,
+    /// The disk sets that chunks put since the last `sync` were written to (each set once): `sync` checks that
+    /// every one keeps k+1 shards on disks whose sync succeeded.
+    unsynced: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl Store {

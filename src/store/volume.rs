@@ -142,6 +142,7 @@ impl Store {
             keys,
             read_only: false,
             header_write: Mutex::new(()),
+            unsynced: Mutex::default(),
         })
     }
 
@@ -320,6 +321,7 @@ impl Store {
             keys,
             read_only,
             header_write: Mutex::new(()),
+            unsynced: Mutex::default(),
         })
     }
 
