@@ -158,7 +158,7 @@ pub fn scrub_cmd(a: ScrubArgs) -> Outcome {
 fn integrity_cmd(cfg: &Config, a: &ScrubArgs) -> Outcome {
     let _lock = exclusive(cfg, "scrub --integrity")?;
     let pass = passphrase(a.passfile.as_deref(), false)?;
-    let store = Store::open(dir_disks(&cfg.disks), &pass)?;
+    let store = Store::open(disks_of(cfg, &cfg.disks)?, &pass)?;
     let local = cfg
         .state_dir
         .join(maint::META_FILE)
