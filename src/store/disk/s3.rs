@@ -542,7 +542,7 @@ impl Disk for S3Disk {
     }
 }
 
-/// A disk for a spec: `s3://bucket/prefix` (with `settings`) or a directory path.
+/// The S3 disk at `url` (`s3://bucket/prefix`), as a shared [`Disk`].
 pub fn open_s3_disk(url: &str, settings: &S3Settings) -> Result<Arc<dyn Disk>> {
     Ok(Arc::new(S3Disk::open(url, settings)?))
 }
