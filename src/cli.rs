@@ -132,7 +132,11 @@ pub enum Command {
         /// Weak, fast key derivation. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1).
         #[arg(long, hide = true)]
         kdf_fast: bool,
-        /// Disk directories (created if missing), at least K+M of them.
+        /// TOML file with the [s3] settings (endpoint, region, credentials) to copy into the config; s3:// disks
+        /// otherwise use the AWS_* environment variables.
+        #[arg(long, value_name = "FILE")]
+        s3_config: Option<PathBuf>,
+        /// Disk directories (created if missing) or s3://bucket/prefix buckets, at least K+M of them.
         #[arg(required = true, value_name = "DISK")]
         disks: Vec<PathBuf>,
     },
@@ -485,8 +489,10 @@ fn dispatch(cmd: Command) -> Outcome {
             cache_size,
             chunk_size,
             kdf_fast,
+            s3_config,
             disks,
         } => {
+            let s3 = s3_config.map(|p| volume::load_s3_config(&p)).transpose()?;
             let state_dir = match state {
                 Some(s) => s,
                 None => default_state_dir(&config),
@@ -503,6 +509,7 @@ fn dispatch(cmd: Command) -> Outcome {
                 passphrase: &pass,
                 insecure_fast_kdf: kdf_fast
                     || std::env::var_os("VALENCEFS_INSECURE_FAST_KDF").is_some_and(|v| v == "1"),
+                s3,
             })
             .map_err(|e| match e {
                 crate::Error::Exists => Failure::new(
@@ -726,7 +733,7 @@ fn status(config: &Path, json: bool) -> Outcome {
     let disks: Vec<(String, bool)> = cfg
         .disks
         .iter()
-        .map(|d| (d.display().to_string(), d.is_dir()))
+        .map(|d| (d.display().to_string(), volume::disk_present(&cfg, d)))
         .collect();
     let missing = disks.iter().filter(|d| !d.1).count();
     let health = match missing {

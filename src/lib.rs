@@ -11,7 +11,8 @@
 //!             ├─> meta      (the only module that imports redb)
 //!             └─> store     (chunk → seal → shards → disks)
 //!                   ├─> chunker, crypto, erasure (pure, no I/O)
-//!                   └─> format (on-disk structures, versioned)
+//!                   ├─> format (on-disk structures, versioned)
+//!                   └─> disk   (directory, memory, fault, S3: the only module that imports object_store/tokio)
 //! ```
 //!
 //! The on-disk format is specified in `docs/FORMAT.md`.

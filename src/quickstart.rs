@@ -31,6 +31,7 @@ pub fn run(mountpoint: &Path, data_dir: Option<PathBuf>) -> Result<(), Failure> 
         write_passfile(&passfile)?;
         let pass = crate::cli::passphrase(Some(&passfile), false)?;
         volume::init(&InitRequest {
+            s3: None,
             config_path: &config,
             disks: (1..=5).map(|i| dir.join(format!("disk{i}"))).collect(),
             state_dir: dir.join("state"),

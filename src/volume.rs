@@ -2,10 +2,12 @@
 
 use crate::error::{Error, Result};
 use crate::fs::{Chunks, Fs, FsOptions};
+use crate::store::disk::{is_s3_url, open_s3_disk, S3Settings};
 use crate::store::{
     open_dir_disk, ChunkerParams, CreateOptions, Disk, KdfParams, Redundancy, Store,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -30,6 +32,176 @@ pub struct Config {
     /// Chunk compression: `zstd` or `none`.
     #[serde(default = "default_compression")]
     pub compression: String,
+    /// Endpoint, region and credentials of `s3://bucket/prefix` disks (else from the AWS environment variables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+}
+
+/// How to reach S3 disks: the `[s3]` table of the config file. Every field is optional; what is unset comes from
+/// the environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`). `[s3.disk."s3://bucket/prefix"]` overrides any of them for one disk (e.g. two providers).
+/// `Debug` never shows credentials.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    /// Allow a plain-http endpoint (default: only loopback endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// Per-request deadline in seconds, retries included (default 5); a disk that misses it is set aside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+    /// Per-disk overrides, keyed by the disk's `s3://` URL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub disk: BTreeMap<String, S3Endpoint>,
+}
+
+/// One disk's overrides of the `[s3]` settings (see [`S3Config`]).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Endpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+}
+
+// Timeouts are finite numbers from a config file (NaN is refused by TOML), so equality is total.
+impl Eq for S3Config {}
+impl Eq for S3Endpoint {}
+
+impl S3Endpoint {
+    fn settings(&self) -> S3Settings {
+        S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            allow_http: self.allow_http,
+            timeout: self
+                .timeout_secs
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .map(Duration::from_secs_f64),
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("default", &self.defaults())
+            .field(
+                "disk",
+                &self
+                    .disk
+                    .iter()
+                    .map(|(k, v)| (k, v.settings()))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for S3Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.settings().fmt(f)
+    }
+}
+
+impl S3Config {
+    /// Settings for the disk `url`: its own table, then the `[s3]` defaults, then the environment.
+    pub fn settings_for(&self, url: &str) -> S3Settings {
+        let own = self
+            .disk
+            .get(url)
+            .or_else(|| self.disk.get(url.trim_end_matches('/')))
+            .map(S3Endpoint::settings)
+            .unwrap_or_default();
+        own.or(&self.defaults()).or(&S3Settings::from_env())
+    }
+
+    fn defaults(&self) -> S3Settings {
+        S3Endpoint {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            allow_http: self.allow_http,
+            timeout_secs: self.timeout_secs,
+        }
+        .settings()
+    }
+}
+
+/// Reads an `[s3]` table (the file may hold it as `[s3]` or as top-level keys) for `init --s3-config`.
+pub fn load_s3_config(path: &Path) -> Result<S3Config> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wrapped {
+        s3: S3Config,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+    toml::from_str::<Wrapped>(&text)
+        .map(|w| w.s3)
+        .or_else(|_| toml::from_str::<S3Config>(&text))
+        .map_err(|e| Error::Volume(format!("{}: {}", path.display(), e.message())))
+}
+
+/// Whether a configured disk is an S3 bucket (`s3://bucket/prefix`) rather than a directory.
+pub fn is_s3_disk(spec: &Path) -> bool {
+    spec.to_str().is_some_and(is_s3_url)
+}
+
+/// The disk behind one entry of the disk list: an S3 bucket for `s3://…`, else a directory.
+pub fn open_disk(spec: &Path, s3: Option<&S3Config>) -> Result<Arc<dyn Disk>> {
+    match spec.to_str() {
+        Some(url) if is_s3_url(url) => {
+            let settings = match s3 {
+                Some(c) => c.settings_for(url),
+                None => S3Settings::from_env(),
+            };
+            open_s3_disk(url, &settings)
+        }
+        _ => Ok(open_dir_disk(spec)),
+    }
+}
+
+/// Every configured disk, in slot order.
+pub fn config_disks(cfg: &Config) -> Result<Vec<Arc<dyn Disk>>> {
+    cfg.disks
+        .iter()
+        .map(|d| open_disk(d, cfg.s3.as_ref()))
+        .collect()
+}
+
+/// Whether a configured disk is there: a directory exists, or a bucket answers (within its timeout).
+pub fn disk_present(cfg: &Config, spec: &Path) -> bool {
+    if is_s3_disk(spec) {
+        open_disk(spec, cfg.s3.as_ref()).is_ok_and(|d| d.stat().present)
+    } else {
+        spec.is_dir()
+    }
 }
 
 /// A byte count written either as an integer or as a string with a unit ("256M").
@@ -97,6 +269,10 @@ impl Config {
                 self.disks.len().saturating_sub(k)
             )));
         }
+        for d in self.disks.iter().filter(|d| is_s3_disk(d)) {
+            crate::store::disk::parse_s3_url(&d.display().to_string())
+                .map_err(|e| Error::Volume(e.to_string()))?;
+        }
         if !matches!(self.compression.as_str(), "zstd" | "none") {
             return Err(Error::Volume(format!(
                 "compression '{}': expected zstd or none",
@@ -126,6 +302,8 @@ pub struct InitRequest<'a> {
     pub passphrase: &'a [u8],
     /// Weak, fast key derivation, for tests only.
     pub insecure_fast_kdf: bool,
+    /// The `[s3]` table to write into the config (endpoint and credentials of `s3://` disks).
+    pub s3: Option<S3Config>,
 }
 
 /// Creates a volume: formats the disks, creates the state directory and writes the config file.
@@ -134,6 +312,9 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
         return Err(Error::Exists);
     }
     let absolute = |p: &Path| -> Result<PathBuf> {
+        if is_s3_disk(p) {
+            return Ok(p.to_path_buf());
+        }
         std::path::absolute(p).map_err(|e| Error::io(p.display(), e))
     };
     let cfg = Config {
@@ -146,6 +327,7 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
         cache_size: req.cache_size.clone(),
         redundancy: req.redundancy.clone(),
         compression: req.compression.clone(),
+        s3: req.s3.clone(),
     };
     cfg.validate()?;
     let chunker = match &req.chunk_size {
@@ -155,7 +337,7 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
         })?,
         None => ChunkerParams::default(),
     };
-    for d in &cfg.disks {
+    for d in cfg.disks.iter().filter(|d| !is_s3_disk(d)) {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d.display(), e))?;
     }
     mkdir_private(&cfg.state_dir)?;
@@ -169,7 +351,7 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
         },
         chunker,
     };
-    Store::create(disks(&cfg), &opts, req.passphrase)?;
+    Store::create(config_disks(&cfg)?, &opts, req.passphrase)?;
     cfg.write_new(req.config_path)?;
     Ok(cfg)
 }
@@ -208,9 +390,21 @@ pub fn recover(
     let mut slots: Vec<Option<PathBuf>> = Vec::new();
     let mut volume: Option<[u8; 16]> = None;
     for d in disk_dirs {
-        let d = std::path::absolute(d).map_err(|e| Error::io(d.display(), e))?;
-        let bytes =
-            std::fs::read(d.join(DISK_HEADER_NAME)).map_err(|e| Error::io(d.display(), e))?;
+        let d = if is_s3_disk(d) {
+            d.clone()
+        } else {
+            std::path::absolute(d).map_err(|e| Error::io(d.display(), e))?
+        };
+        // S3 disks are reached with the AWS environment variables here (there is no config file yet).
+        let bytes = open_disk(&d, None)?
+            .get(DISK_HEADER_NAME)
+            .map_err(|e| match e {
+                Error::NotFound => Error::BadDisk {
+                    disk: d.display().to_string(),
+                    reason: "no valencefs header".into(),
+                },
+                e => e,
+            })?;
         let h = DiskHeader::decode(&bytes)?;
         if *volume.get_or_insert(h.volume_id) != h.volume_id {
             return Err(Error::BadDisk {
@@ -251,8 +445,9 @@ pub fn recover(
         cache_size: default_cache_size(),
         redundancy: String::new(),
         compression: default_compression(),
+        s3: None,
     };
-    let store = Store::open(self::disks(&cfg), passphrase)?;
+    let store = Store::open(config_disks(&cfg)?, passphrase)?;
     let r = store.redundancy();
     cfg.redundancy = format!("{}+{}", r.k, r.m);
     mkdir_private(&state_dir)?;
@@ -271,18 +466,15 @@ pub fn open_chunks(cfg: &Config, passphrase: &[u8]) -> Result<Arc<dyn Chunks>> {
     Ok(Arc::new(open_store(cfg, passphrase)?))
 }
 
-fn disks(cfg: &Config) -> Vec<Arc<dyn Disk>> {
-    cfg.disks.iter().map(|d| open_dir_disk(d)).collect()
-}
-
 /// Opens the store after a typed pre-check: more missing disk directories than the redundancy tolerates is a
 /// [`Error::BadDisk`] naming them (the store itself reports subtler disk trouble).
 fn open_store(cfg: &Config, passphrase: &[u8]) -> Result<Store> {
     let (_, m) = parse_redundancy(&cfg.redundancy)?;
+    // S3 disks are left to the store's own probe (one request each, bounded by their timeout).
     let missing: Vec<String> = cfg
         .disks
         .iter()
-        .filter(|d| !d.is_dir())
+        .filter(|d| !is_s3_disk(d) && !d.is_dir())
         .map(|d| d.display().to_string())
         .collect();
     if missing.len() > m {
@@ -296,7 +488,7 @@ fn open_store(cfg: &Config, passphrase: &[u8]) -> Result<Store> {
             ),
         });
     }
-    Store::open(disks(cfg), passphrase)
+    Store::open(config_disks(cfg)?, passphrase)
 }
 
 /// The daemon's exclusive hold on a state directory (`flock` on `STATE/lock`, holding the daemon's pid).
@@ -386,6 +578,7 @@ mod tests {
             cache_size: Size::Text("64M".into()),
             redundancy: "2+1".into(),
             compression: "zstd".into(),
+            s3: None,
         };
         let text = toml::to_string_pretty(&cfg).unwrap();
         assert_eq!(toml::from_str::<Config>(&text).unwrap(), cfg);
@@ -403,12 +596,48 @@ mod tests {
             cache_size: Size::Bytes(1),
             redundancy: "personal".into(),
             compression: "none".into(),
+            s3: None,
         };
         let msg = cfg.validate().unwrap_err().to_string();
         assert!(
             msg.contains("needs 5 disks") && msg.contains("1 lost disk"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn s3_table_round_trips_and_debug_hides_credentials() {
+        let text = r#"
+disks = ["/d/1", "/d/2", "s3://bucket-a/vol"]
+state_dir = "/s"
+redundancy = "2+1"
+[s3]
+region = "eu-west-1"
+access_key_id = "AKIAEXAMPLEKEYID"
+secret_access_key = "wJalrXUtnFEMI/K7MDENG"
+timeout_secs = 2.5
+[s3.disk."s3://bucket-a/vol"]
+endpoint = "http://127.0.0.1:9000"
+"#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let again: Config = toml::from_str(&toml::to_string_pretty(&cfg).unwrap()).unwrap();
+        assert_eq!(again, cfg);
+        let dbg = format!("{cfg:?}");
+        assert!(
+            !dbg.contains("AKIAEXAMPLEKEYID") && !dbg.contains("wJalrXUtnFEMI"),
+            "{dbg}"
+        );
+        let s3 = cfg.s3.as_ref().unwrap();
+        let a = s3.settings_for("s3://bucket-a/vol");
+        assert_eq!(a.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(a.timeout, Some(Duration::from_millis(2500)));
+        assert!(is_s3_disk(Path::new("s3://bucket-a/vol")) && !is_s3_disk(Path::new("/d/1")));
+        let bad = text.replace("timeout_secs", "timeout_sec");
+        assert!(toml::from_str::<Config>(&bad).is_err());
+        let bad = text.replace("s3://bucket-a/vol\"]", "s3://B/vol\"]");
+        assert!(toml::from_str::<Config>(&bad).unwrap().validate().is_err());
     }
 
     #[test]

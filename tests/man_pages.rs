@@ -166,10 +166,11 @@ fn valencefs_5_documents_every_config_key() {
         cache_size: valencefs::volume::Size::Bytes(1),
         redundancy: "personal".into(),
         compression: "zstd".into(),
+        s3: Some(Default::default()),
     };
     let v = serde_json::to_value(&cfg).unwrap();
     let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 5);
+    assert_eq!(keys.len(), 6);
     for k in keys {
         assert!(
             text.contains(&format!(".BR {k} ")),

@@ -1,8 +1,13 @@
-//! One conformance suite run against every `Disk` implementation: directory, memory, fault (no faults).
+//! One conformance suite run against every `Disk` implementation: directory, memory, fault (no faults), and S3
+//! (a bucket on a moto server started by the test).
+
+mod s3_common;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use valencefs::store::{open_dir_disk, Disk, FaultDisk, MemDisk};
+use s3_common::Moto;
+use valencefs::store::{open_dir_disk, Disk, FaultDisk, MemDisk, S3Disk};
 use valencefs::Error;
 
 fn conformance(d: &dyn Disk) {
@@ -167,4 +172,163 @@ fn fault_disk_injects_each_fault() {
     let t = std::time::Instant::now();
     f.get("x").unwrap();
     assert!(t.elapsed() >= std::time::Duration::from_millis(20));
+}
+
+#[test]
+fn s3_disk_conforms() {
+    let moto = Moto::start();
+    moto.create_bucket("conform");
+    // A bucket that does not exist is not present.
+    let nobucket = S3Disk::open("s3://no-such-bucket/v", &moto.settings()).unwrap();
+    assert!(!nobucket.stat().present);
+    // Two disks in one bucket under different prefixes, plus one at the bucket root.
+    let a = S3Disk::open("s3://conform/vol/a", &moto.settings()).unwrap();
+    let b = S3Disk::open("s3://conform/vol/ab", &moto.settings()).unwrap();
+    assert_eq!(a.describe(), "s3://conform/vol/a");
+    conformance(&a);
+    assert!(
+        b.list("").unwrap().is_empty(),
+        "prefix vol/ab sees vol/a's objects"
+    );
+    conformance(&b);
+    moto.create_bucket("conform-root");
+    conformance(&S3Disk::open("s3://conform-root", &moto.settings()).unwrap());
+    conformance(&FaultDisk::new(Arc::new(
+        S3Disk::open("s3://conform/vol/f", &moto.settings()).unwrap(),
+    )));
+}
+
+#[test]
+fn s3_shards_are_put_if_absent() {
+    let moto = Moto::start();
+    moto.create_bucket("pia");
+    let d = S3Disk::open("s3://pia/v", &moto.settings()).unwrap();
+    let name = "shards/ab/cd/abcd.0";
+    d.put(name, b"shard bytes").unwrap();
+    assert_eq!(d.existing_identical(), 0);
+    // The second put of identical bytes meets If-None-Match and is a success without rewriting.
+    d.put(name, b"shard bytes").unwrap();
+    assert_eq!(
+        d.existing_identical(),
+        1,
+        "the server did not refuse the conditional put (If-None-Match: *)"
+    );
+    // Different bytes under a shard name are corrupt by definition: a heal replaces them.
+    d.put(name, b"healed bytes").unwrap();
+    assert_eq!(d.get(name).unwrap(), b"healed bytes");
+    // Headers and pointers are plain overwrites.
+    d.put("valencefs.hdr", b"1").unwrap();
+    d.put("valencefs.hdr", b"2").unwrap();
+    assert_eq!(d.get("valencefs.hdr").unwrap(), b"2");
+    assert_eq!(d.existing_identical(), 1);
+}
+
+#[test]
+fn s3_dead_endpoint_fails_within_the_timeout_then_fast() {
+    let mut moto = Moto::start();
+    moto.create_bucket("dead");
+    let d = S3Disk::open("s3://dead/v", &moto.settings()).unwrap();
+    d.put("x", b"1").unwrap();
+    assert!(d.stat().present && d.stat().writable);
+    moto.kill();
+    let t = Instant::now();
+    let e = d.get("x").unwrap_err();
+    assert!(
+        !matches!(e, Error::NotFound),
+        "a dead endpoint is not an absent object: {e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Set aside: every further operation fails at once, and the disk reports itself absent.
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert!(d.get("x").is_err());
+        assert!(d.put("shards/ab/cd/y.1", b"y").is_err());
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(!d.stat().present);
+    let msg = e.to_string();
+    assert!(msg.contains("s3://dead/v"), "{msg}");
+    assert!(
+        !msg.contains(s3_common::SECRET) && !msg.contains(s3_common::KEY_ID),
+        "{msg}"
+    );
+}
+
+#[test]
+fn s3_silent_endpoint_times_out_and_is_set_aside() {
+    // Accepts connections (the kernel backlog does) and never answers: the slow-endpoint case.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let settings = valencefs::store::S3Settings {
+        endpoint: Some(format!("http://{}", hole.local_addr().unwrap())),
+        access_key_id: Some(s3_common::KEY_ID.into()),
+        secret_access_key: Some(s3_common::SECRET.into()),
+        timeout: Some(Duration::from_millis(800)),
+        ..Default::default()
+    };
+    let d = S3Disk::open("s3://silent/v", &settings).unwrap();
+    let t = Instant::now();
+    let e = d.get("x").unwrap_err();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert!(e.to_string().contains("no answer within"), "{e}");
+    let t = Instant::now();
+    assert!(!d.stat().present);
+    assert!(d.list("").is_err());
+    assert!(t.elapsed() < Duration::from_millis(100));
+}
+
+#[test]
+fn s3_transient_errors_are_retried_with_backoff() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A server that answers the first two requests with 503 and then serves the object.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().take(3) {
+                let mut c = conn.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"e1\"\r\n\
+                     Last-Modified: Sun, 22 Nov 2026 06:00:00 GMT\r\nConnection: close\r\n\r\nhello"
+                };
+                let _ = c.write_all(reply.as_bytes());
+            }
+        })
+    };
+    let settings = valencefs::store::S3Settings {
+        endpoint: Some(format!("http://{addr}")),
+        access_key_id: Some(s3_common::KEY_ID.into()),
+        secret_access_key: Some(s3_common::SECRET.into()),
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let d = S3Disk::open("s3://flaky/v", &settings).unwrap();
+    assert_eq!(d.get("x").unwrap(), b"hello");
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "expected two retries");
+    assert!(!d.is_down());
+    server.join().unwrap();
 }

@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use super::{passphrase, Code, Failure, Outcome};
 use crate::maint::{self, fsck, gc, replace, scrub, status};
-use crate::store::{open_dir_disk, Disk, Store};
-use crate::volume::{Config, StateLock};
+use crate::store::{Disk, Store};
+use crate::volume::{self, Config, StateLock};
 
-fn dir_disks(paths: &[PathBuf]) -> Vec<Arc<dyn Disk>> {
-    paths.iter().map(|p| open_dir_disk(p)).collect()
+/// The disks at `paths` (directories or `s3://` buckets, reached with the config's `[s3]` settings).
+fn disks_of(cfg: &Config, paths: &[PathBuf]) -> crate::Result<Vec<Arc<dyn Disk>>> {
+    paths
+        .iter()
+        .map(|p| volume::open_disk(p, cfg.s3.as_ref()))
+        .collect()
 }
 
 /// Takes the state directory's lock so no daemon mounts the volume while we change it.
@@ -104,7 +108,7 @@ pub fn scrub_cmd(a: ScrubArgs) -> Outcome {
     };
     let store = if a.repair {
         let pass = passphrase(a.passfile.as_deref(), false)?;
-        Some(Store::open(dir_disks(&cfg.disks), &pass)?)
+        Some(Store::open(disks_of(&cfg, &cfg.disks)?, &pass)?)
     } else {
         None
     };
@@ -121,7 +125,7 @@ pub fn scrub_cmd(a: ScrubArgs) -> Outcome {
     };
     let bar = Bar::new("scrub");
     let r = scrub::scrub_with_progress(
-        &dir_disks(&cfg.disks),
+        &disks_of(&cfg, &cfg.disks)?,
         store.as_ref(),
         &opts,
         &mut |d, t| bar.show(d, t),
@@ -154,7 +158,7 @@ pub fn scrub_cmd(a: ScrubArgs) -> Outcome {
 fn integrity_cmd(cfg: &Config, a: &ScrubArgs) -> Outcome {
     let _lock = exclusive(cfg, "scrub --integrity")?;
     let pass = passphrase(a.passfile.as_deref(), false)?;
-    let store = Store::open(dir_disks(&cfg.disks), &pass)?;
+    let store = Store::open(disks_of(cfg, &cfg.disks)?, &pass)?;
     let local = cfg
         .state_dir
         .join(maint::META_FILE)
@@ -196,7 +200,7 @@ pub fn fsck_cmd(
         let _lock = exclusive(&cfg, "fsck")?;
         let store = if shards {
             let pass = passphrase(passfile, false)?;
-            Some(Store::open(dir_disks(&cfg.disks), &pass)?)
+            Some(Store::open(disks_of(&cfg, &cfg.disks)?, &pass)?)
         } else {
             None
         };
@@ -233,7 +237,7 @@ pub fn gc_cmd(config: &Path, json: bool, passfile: Option<&Path>) -> Outcome {
     let _lock = exclusive(&cfg, "gc")?;
     let meta = maint::open_meta(&cfg.state_dir)?;
     let pass = passphrase(passfile, false)?;
-    let store = Store::open(dir_disks(&cfg.disks), &pass)?;
+    let store = Store::open(disks_of(&cfg, &cfg.disks)?, &pass)?;
     let r = gc::gc(&store, &meta)?;
     if json {
         print_json(&r);
@@ -265,12 +269,14 @@ pub fn replace_cmd(
             )
         })?;
     let _lock = exclusive(&cfg, "disk replace")?;
-    std::fs::create_dir_all(new)
-        .map_err(|e| Failure::new(Code::Failure, format!("{}: {e}", new.display())))?;
+    if !volume::is_s3_disk(new) {
+        std::fs::create_dir_all(new)
+            .map_err(|e| Failure::new(Code::Failure, format!("{}: {e}", new.display())))?;
+    }
     let mut paths = cfg.disks.clone();
     paths[slot] = new.to_path_buf();
     let pass = passphrase(passfile, false)?;
-    let store = Store::open(dir_disks(&paths), &pass)?;
+    let store = Store::open(disks_of(&cfg, &paths)?, &pass)?;
     let bar = Bar::new("rebuild");
     let r = replace::replace(&store, slot, &mut |p| {
         bar.show(p.chunks_done, p.chunks_total);
@@ -314,5 +320,5 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// The keyless status report, plus the usage figures when the metadata is not locked by a mount.
 pub fn status_report(cfg: &Config) -> Option<status::StatusReport> {
     let meta = maint::open_meta(&cfg.state_dir).ok();
-    status::status_keyless(&dir_disks(&cfg.disks), meta.as_ref()).ok()
+    status::status_keyless(&disks_of(cfg, &cfg.disks).ok()?, meta.as_ref()).ok()
 }

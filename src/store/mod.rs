@@ -25,6 +25,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use crypto::KdfParams;
 pub use disk::{open_dir_disk, DirDisk, Disk, DiskStat, FaultDisk, Faults, MemDisk};
+pub use disk::{S3Disk, S3Settings};
 pub use format::ChunkerParams;
 
 use crate::error::{Error, Result};

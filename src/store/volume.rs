@@ -28,7 +28,9 @@ enum Probe {
 fn probe(disk: &dyn Disk) -> Probe {
     let stat = disk.stat();
     if !stat.present {
-        return Probe::Missing("directory not present".into());
+        return Probe::Missing(
+            "not present (directory absent, or bucket absent or unreachable)".into(),
+        );
     }
     match disk.get(DISK_HEADER_NAME) {
         Err(Error::NotFound) => Probe::Missing("no valencefs header on this disk".into()),

@@ -1,4 +1,5 @@
-//! The narrow `Disk` trait every storage backend implements, and its three implementations.
+//! The narrow `Disk` trait every storage backend implements, and its implementations (directory, memory, fault
+//! injection, S3 bucket).
 //!
 //! Names are relative `/`-separated paths (`valencefs.hdr`, `shards/ab/cd/<hex>.<i>`). The contract, checked by
 //! one conformance suite (`tests/store_disk.rs`) for every implementation:
@@ -12,6 +13,7 @@
 mod dir;
 mod fault;
 mod mem;
+mod s3;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 pub use dir::DirDisk;
 pub use fault::{FaultDisk, Faults};
 pub use mem::MemDisk;
+pub use s3::{is_s3_url, open_s3_disk, parse_s3_url, S3Disk, S3Settings, DEFAULT_S3_TIMEOUT};
 
 use crate::error::Result;
 
