@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::fs::FsOptions;
 use crate::fuse::{self, MountSettings};
 use crate::mount_opts::MountOpts;
+use crate::stats_server::StatsServer;
 use crate::volume::{self, Config, StateLock};
 use std::ffi::OsString;
 use std::fs::File;
@@ -284,6 +285,12 @@ fn opts_to_string(o: &MountOpts) -> String {
     if let Some(w) = o.workers {
         v.push(format!("workers={w}"));
     }
+    if let Some(a) = o.metrics {
+        v.push(format!("metrics={a}"));
+    }
+    if let Some(l) = &o.log {
+        v.push(format!("log={l}"));
+    }
     for (on, name) in [
         (o.allow_other, "allow_other"),
         (o.read_only, "ro"),
@@ -341,6 +348,14 @@ fn serve(
     };
     let fs = volume::open(cfg, &passphrase, fs_opts)?;
     drop(passphrase);
+    // Before the mount goes live, so that an unusable metrics address fails the mount with a clear message.
+    let stats = match StatsServer::start(&fs, &cfg.state_dir, mountpoint, opts.metrics) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs.shutdown();
+            return Err(Failure::new(Code::Failure, e));
+        }
+    };
     let settings = MountSettings {
         fsname: config_path.display().to_string(),
         allow_other: opts.allow_other,
@@ -353,6 +368,7 @@ fn serve(
     let mounted = match fuse::mount(std::sync::Arc::clone(&fs), mountpoint, &settings) {
         Ok(m) => m,
         Err(e) => {
+            drop(stats);
             let _ = fs.shutdown();
             return Err(Failure::new(
                 Code::Fuse,
@@ -400,6 +416,7 @@ fn serve(
     );
     report("OK\n");
     let result = mounted.run();
+    drop(stats);
     // `run` ended with `Fs::shutdown` (flush + durable commit). Close the metadata database now, while the state
     // lock is still held, so the next mount never finds the database open by an exiting daemon.
     drop(fs);
