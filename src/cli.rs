@@ -660,7 +660,21 @@ fn status(config: &Path, json: bool) -> Outcome {
     let source = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     let mountpoint = mounts_of(&source.display().to_string());
     // The keyless report (disk headers, shard counts, space; usage when not mounted). Absent if no disk is readable.
-    let report = maint::status_report(&cfg);
+    let mut report = maint::status_report(&cfg);
+    // While mounted the daemon holds the metadata database: ask it for the per-disk counters instead.
+    if let (Some(r), Some(_)) = (&mut report, pid) {
+        if let Ok(live) = crate::stats_server::query(&cfg.state_dir) {
+            let disks = live.store.map(|s| s.disks).unwrap_or_default();
+            for (d, l) in r.disks.iter_mut().zip(disks) {
+                d.errors = l.counts.errors;
+                if let Some(t) = l.lifetime {
+                    d.errors_seen.get_or_insert(t.errors_seen);
+                    d.repaired.get_or_insert(t.repaired);
+                    d.degraded_reads.get_or_insert(t.degraded_reads);
+                }
+            }
+        }
+    }
     if json {
         let mut v = serde_json::json!({
             "config": source,

@@ -394,22 +394,17 @@ fn serve(
             if unsafe { libc::sigwait(&sigset, &mut sig) } != 0 {
                 continue;
             }
-            eprintln!(
-                "{} valencefs: signal {sig}: unmounting {}",
-                stamp(),
-                mp.display()
-            );
+            tracing::info!("signal {sig}: unmounting {}", mp.display());
             if let Err(e) = fuse::unmount(&mp, false) {
-                eprintln!("{} valencefs: unmount: {e}; detaching lazily", stamp());
+                tracing::warn!("unmount: {e}; detaching lazily");
                 if let Err(e) = fuse::unmount(&mp, true) {
-                    eprintln!("{} valencefs: lazy unmount: {e}", stamp());
+                    tracing::error!("lazy unmount: {e}");
                 }
             }
         })
         .map_err(|e| Failure::new(Code::Failure, format!("signal thread: {e}")))?;
-    eprintln!(
-        "{} valencefs: {} mounted at {} (pid {})",
-        stamp(),
+    tracing::info!(
+        "{} mounted at {} (pid {})",
         config_path.display(),
         mountpoint.display(),
         std::process::id()
@@ -421,7 +416,7 @@ fn serve(
     // lock is still held, so the next mount never finds the database open by an exiting daemon.
     drop(fs);
     if let Err(e) = &result {
-        eprintln!("{} valencefs: shutdown after unmount failed: {e}", stamp());
+        tracing::error!("shutdown after unmount failed: {e}");
     }
     let verdict = match &result {
         Ok(()) => "ok\n".to_string(),
@@ -430,11 +425,7 @@ fn serve(
     let _ = std::fs::write(cfg.state_dir.join(LAST_UNMOUNT), verdict);
     match result {
         Ok(()) => {
-            eprintln!(
-                "{} valencefs: unmounted {} cleanly",
-                stamp(),
-                mountpoint.display()
-            );
+            tracing::info!("unmounted {} cleanly", mountpoint.display());
             Ok(())
         }
         Err(e) => Err(Failure::new(
@@ -442,30 +433,6 @@ fn serve(
             format!("shutdown after unmount failed: {e}"),
         )),
     }
-}
-
-/// UTC time for log lines, e.g. `2026-11-22T03:40:00Z`.
-fn stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// `valencefs umount`: unmount, then wait for the daemon to flush, commit and let go of the state directory.

@@ -286,8 +286,20 @@ pub struct DiskSample {
     /// ok, missing, read-only, stale, foreign, unreadable.
     pub state: String,
     pub usable: bool,
+    /// Since this mount.
     #[serde(flatten)]
     pub counts: DiskCounts,
+    /// Over the volume's life (earlier mounts' totals from the metadata database plus this mount's).
+    #[serde(default)]
+    pub lifetime: Option<LifetimeCounts>,
+}
+
+/// Per-disk totals kept across mounts; the names `valencefs status` uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifetimeCounts {
+    pub errors_seen: u64,
+    pub repaired: u64,
+    pub degraded_reads: u64,
 }
 
 /// The store: layout, redundancy now vs target, and per-disk counters.
@@ -859,6 +871,7 @@ mod tests {
                     state: "ok".into(),
                     usable: true,
                     counts: d.sample(),
+                    lifetime: None,
                 }],
             }),
         }

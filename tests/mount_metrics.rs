@@ -228,6 +228,16 @@ fn heal_on_read_is_counted_logged_and_recorded() {
     assert_eq!(errors, repairs);
     assert!(get(&s, "valencefs_degraded_reads_total") >= 1.0);
     assert_eq!(get(&s, "valencefs_unrecoverable_reads_total"), 0.0);
+    // While mounted, status gets the per-disk totals from the daemon (the database is the daemon's).
+    let out = vfs(&["status", "--json", v.config.to_str().unwrap()]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let live: u64 = j["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["repaired"].as_u64().expect("repaired while mounted"))
+        .sum();
+    assert_eq!(live as f64, repairs, "{j}");
     g.umount();
 
     // One line per event, naming the disk.

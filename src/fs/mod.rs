@@ -699,7 +699,25 @@ impl Fs {
             io,
             ops,
             usage,
-            store: self.chunks.sample(),
+            store: self.chunks.sample().map(|mut st| {
+                let totals = self.disk_totals.lock();
+                for d in &mut st.disks {
+                    let base = |name: &str| {
+                        totals
+                            .base
+                            .get(&(d.index as u64, name.to_string()))
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    let c = &d.counts;
+                    d.lifetime = Some(crate::metrics::LifetimeCounts {
+                        errors_seen: base("errors").saturating_add(c.errors),
+                        repaired: base("repairs").saturating_add(c.repairs),
+                        degraded_reads: base("degraded_reads").saturating_add(c.degraded_reads),
+                    });
+                }
+                st
+            }),
         }
     }
 

@@ -296,6 +296,7 @@ impl Store {
                     state: state.name().to_string(),
                     usable: matches!(state, DiskState::Ok | DiskState::ReadOnly),
                     counts: s.counters.sample(),
+                    lifetime: None,
                 }
             })
             .collect();
