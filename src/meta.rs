@@ -273,6 +273,88 @@ pub struct Totals {
 pub struct Meta {
     db: Arc<Database>,
     slot: Arc<Mutex<Slot>>,
+    source: Source,
+}
+
+/// Where the database lives.
+enum Source {
+    File(std::path::PathBuf),
+    Sim(Arc<SimFile>),
+}
+
+/// An in-memory database file that keeps apart what was written and what the last sync made durable, so tests can
+/// cut the power at any durable step of the core (the metadata twin of the store's `MemDisk`).
+pub struct SimFile {
+    state: Mutex<SimState>,
+    /// Asked at every sync; `false` means the power is already cut and the sync must not take effect.
+    on_sync: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+#[derive(Default)]
+struct SimState {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+impl SimFile {
+    /// A file whose content (live and durable) is `image`.
+    pub fn new(image: Vec<u8>, on_sync: impl Fn() -> bool + Send + Sync + 'static) -> Arc<SimFile> {
+        Arc::new(SimFile {
+            state: Mutex::new(SimState {
+                live: image.clone(),
+                durable: image,
+            }),
+            on_sync: Box::new(on_sync),
+        })
+    }
+
+    /// What a power cut now would leave.
+    pub fn durable_image(&self) -> Vec<u8> {
+        self.state.lock().durable.clone()
+    }
+}
+
+impl std::fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimFile")
+    }
+}
+
+#[derive(Debug)]
+struct SimBackend(Arc<SimFile>);
+
+impl redb::StorageBackend for SimBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.state.lock().live.len() as u64)
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let s = self.0.state.lock();
+        let start = offset as usize;
+        s.live
+            .get(start..start + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.state.lock().live.resize(len as usize, 0);
+        Ok(())
+    }
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        if (self.0.on_sync)() {
+            let mut s = self.0.state.lock();
+            s.durable = s.live.clone();
+        }
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut s = self.0.state.lock();
+        let end = offset as usize + data.len();
+        if s.live.len() < end {
+            s.live.resize(end, 0);
+        }
+        s.live[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -287,6 +369,9 @@ pub const OPS_PER_COMMIT: u64 = 4096;
 impl Meta {
     /// Opens the database at `path`, creating it (with its tables and schema version) when absent.
     pub fn open(path: &Path) -> Result<Meta> {
+        if !path.exists() {
+            Meta::create_atomically(path)?;
+        }
         // A daemon that just unmounted may still be exiting with the file open: wait a little before calling the
         // database busy.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -307,9 +392,62 @@ impl Meta {
                 Err(e) => return Err(Error::Meta(format!("{}: {e}", path.display()))),
             }
         };
+        Meta::init(db, Source::File(path.to_path_buf()))
+    }
+
+    /// Creates a new database at `path` as one step a crash cannot split: redb's first writes are not atomic (a
+    /// power cut between them leaves a file it refuses to open), so the database is built under a temporary name,
+    /// made durable, and renamed into place.
+    fn create_atomically(path: &Path) -> Result<()> {
+        let io = |e| Error::io(path.display(), e);
+        let tmp = path.with_extension("redb.new");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let db = Database::builder()
+                .create(&tmp)
+                .map_err(|e| Error::Meta(format!("{}: {e}", tmp.display())))?;
+            drop(Meta::init(db, Source::File(tmp.clone()))?);
+        }
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Opens a database held in a [`SimFile`] (crash-simulation tests); an empty one is created as one atomic
+    /// step, as [`Meta::open`] does for a file.
+    pub fn open_sim(file: Arc<SimFile>) -> Result<Meta> {
+        if file.state.lock().live.is_empty() {
+            let scratch = SimFile::new(Vec::new(), || true);
+            let db = Database::builder()
+                .create_with_backend(SimBackend(scratch.clone()))
+                .map_err(db_err)?;
+            drop(Meta::init(db, Source::Sim(scratch.clone()))?);
+            let image = scratch.durable_image();
+            let durable = (file.on_sync)();
+            let mut s = file.state.lock();
+            if durable {
+                s.durable = image.clone();
+            }
+            s.live = image;
+        }
+        let db = Database::builder()
+            .create_with_backend(SimBackend(file.clone()))
+            .map_err(db_err)?;
+        Meta::init(db, Source::Sim(file))
+    }
+
+    fn init(db: Database, source: Source) -> Result<Meta> {
         let meta = Meta {
             db: Arc::new(db),
             slot: Arc::default(),
+            source,
         };
         let mut tx = meta.write()?;
         let version = tx.setting("schema_version")?;
@@ -322,7 +460,7 @@ impl Meta {
                 return Err(Error::Meta(format!(
                     "{}: metadata schema version {v} is newer than this valencefs understands ({SCHEMA_VERSION}); \
                      upgrade valencefs",
-                    path.display()
+                    meta.describe()
                 )))
             }
             _ => {}
@@ -351,6 +489,22 @@ impl Meta {
     pub fn reader(&self) -> MetaReader {
         MetaReader {
             db: self.db.clone(),
+        }
+    }
+
+    /// The database file's path, or a description of where it lives.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::File(p) => p.display().to_string(),
+            Source::Sim(_) => "in-memory database".into(),
+        }
+    }
+
+    /// The bytes of the database as of its last durable commit (the caller keeps commits out meanwhile).
+    pub fn durable_image(&self) -> Result<Vec<u8>> {
+        match &self.source {
+            Source::File(p) => std::fs::read(p).map_err(|e| Error::io(p.display(), e)),
+            Source::Sim(f) => Ok(f.durable_image()),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Crash loop: a writer fsyncs files of varied sizes on a real mount and logs each acknowledged fsync outside it;
-//! the daemon gets SIGKILL at a random moment; after remounting, every acknowledged file has exactly its content.
+//! the daemon gets SIGKILL at a random moment; after remounting, every acknowledged file has exactly its content,
+//! and `fsck` of the volume is clean both straight after the crash (as the crash left it) and after the remount.
 //! TRIALS (env VALENCEFS_CRASH_TRIALS, default 50) rounds; bench/crash.sh runs more.
 
 mod common;
@@ -36,6 +37,23 @@ fn sha256(path: &std::path::Path) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout)[..64].to_string())
+}
+
+fn fsck_clean(v: &Vol, round: u64, shards: bool) {
+    let config = v.config.to_str().unwrap();
+    let passfile = v.passfile.to_str().unwrap();
+    let mut args = vec!["fsck", config, "--passfile", passfile];
+    if shards {
+        args.push("--shards");
+    }
+    let out = vfs(&args);
+    assert!(
+        out.status.success(),
+        "round {round}: fsck (shards={shards}) not clean: exit {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -76,6 +94,9 @@ fn acknowledged_fsyncs_survive_sigkill() {
         let _ = writer.wait();
         g.umount(); // clears the dead mount
         drop(g);
+        // As the crash left it: leftovers must be harmless (unreferenced shards are gc's business, not errors).
+        // Every 10th round also checks every referenced chunk's shards (slower).
+        fsck_clean(&v, round, round % 10 == 9);
 
         let g = v.mount();
         let acked = std::fs::read_to_string(&log).unwrap_or_default();
@@ -91,6 +112,7 @@ fn acknowledged_fsyncs_survive_sigkill() {
         }
         acked_total = acked.lines().count();
         g.umount();
+        fsck_clean(&v, round, false);
     }
     assert!(
         acked_total > trials as usize,

@@ -119,3 +119,42 @@ fn crash_during_a_put_that_runs_out_of_space() {
         check(&store, &chunks, &[true, false], &format!("{full} full"));
     }
 }
+
+/// A disk whose sync fails may have lost what it was given. `sync` still succeeds while every chunk put since the
+/// last sync keeps k+1 shards on disks that synced, and fails (the caller must not call its data durable) below.
+#[test]
+fn sync_tolerates_failed_disks_only_while_every_new_chunk_keeps_the_write_quorum() {
+    for failing in 0..=3usize {
+        let (faults, _mems) = fault_disks(5);
+        let store = Store::create(as_dyn(&faults), &opts("personal"), PASS).unwrap();
+        let a = mixed(90_000, failing as u64);
+        let ia = store.chunk_id(&a);
+        store.put(&ia, &a).unwrap(); // five shards, one per disk
+        for f in faults.iter().take(failing) {
+            f.set(Faults {
+                eio_write: true,
+                ..Faults::default()
+            });
+        }
+        let r = store.sync();
+        // Four of five shards (k+1 for 3+2) must be durable.
+        assert_eq!(
+            r.is_ok(),
+            failing <= 1,
+            "{failing} disks failing sync: {r:?}"
+        );
+        // With nothing new put since, a later sync has nothing to vouch for.
+        if failing > 1 {
+            store.sync().unwrap();
+        }
+        drop(store);
+        for f in &faults {
+            f.set(Faults::default());
+            assert!(f.crash());
+        }
+        let store = Store::open(as_dyn(&faults), PASS).unwrap();
+        if failing <= 2 {
+            assert_eq!(store.get(&ia).unwrap(), a, "{failing} failing");
+        }
+    }
+}

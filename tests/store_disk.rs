@@ -65,10 +65,25 @@ fn conformance(d: &dyn Disk) {
 #[test]
 fn dir_disk_conforms() {
     let t = tempfile::tempdir().unwrap();
-    let d = open_dir_disk(&t.path().join("disk"));
-    // A missing directory is reported, not an error; the first put creates it.
+    let root = t.path().join("disk");
+    let d = open_dir_disk(&root);
+    // A missing directory is reported, not an error. Only the disk header may create it: a shard written into a
+    // directory that is not there would land on whatever filesystem lies beneath (an unmounted drive's mount point).
     assert!(!d.stat().present);
+    assert!(matches!(d.put("a", b"x"), Err(Error::BadDisk { .. })));
+    assert!(!root.exists());
+    d.put("valencefs.hdr", b"header").unwrap();
+    assert!(d.stat().present);
+    d.delete("valencefs.hdr").unwrap();
     conformance(d.as_ref());
+    // A directory that vanishes under a running volume stays vanished.
+    let gone = tempfile::tempdir().unwrap();
+    let g = open_dir_disk(gone.path());
+    g.put("shards/x", b"1").unwrap();
+    std::fs::remove_dir_all(gone.path()).unwrap();
+    let e = g.put("shards/y", b"2").unwrap_err();
+    assert!(e.to_string().contains("gone"), "{e}");
+    assert!(!gone.path().exists());
     // Temp files from an interrupted put are invisible.
     std::fs::write(
         t.path().join("disk/shards/ab/ce/y.1.tmp-0000000000000001"),

@@ -174,12 +174,13 @@ pub struct Fs {
     cond: Condvar,
     /// Wakes the background flusher.
     flusher_wake: Condvar,
+    /// Wakes the background committer (at shutdown).
+    committer_wake: Condvar,
     put_gate: RwLock<()>,
     chunks: Arc<dyn Chunks>,
     cache: Mutex<ChunkCache>,
     opts: FsOptions,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    db_path: std::path::PathBuf,
     snapshots: Mutex<SnapshotState>,
     prefetch: Prefetch,
     metrics: crate::metrics::FsMetrics,
@@ -349,8 +350,16 @@ impl Fs {
     /// background flusher and committer.
     pub fn start(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
         std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
-        let db_path = state_dir.join("meta.redb");
-        let meta = Meta::open(&db_path)?;
+        let meta = Meta::open(&state_dir.join("meta.redb"))?;
+        Fs::start_with_meta(chunks, meta, opts)
+    }
+
+    /// Starts the filesystem over an already open metadata database.
+    pub fn start_with_meta(
+        chunks: Arc<dyn Chunks>,
+        meta: Meta,
+        opts: FsOptions,
+    ) -> Result<Arc<Fs>> {
         let meta_reader = meta.reader();
         let metrics = crate::metrics::FsMetrics::default();
         let mut tx = meta.write()?;
@@ -394,12 +403,12 @@ impl Fs {
             inner: Mutex::new(inner),
             cond: Condvar::new(),
             flusher_wake: Condvar::new(),
+            committer_wake: Condvar::new(),
             put_gate: RwLock::new(()),
             cache: Mutex::new(ChunkCache::new(opts.read_cache_size)),
             chunks,
             opts,
             threads: Mutex::new(Vec::new()),
-            db_path,
             snapshots: Mutex::new(SnapshotState {
                 last: None,
                 stale: true,
@@ -463,7 +472,10 @@ impl Fs {
         }
         self.inner.lock().stopping = true;
         self.flusher_wake.notify_all();
+        self.committer_wake.notify_all();
         self.cond.notify_all();
+        // Dropping the queue's sender wakes the readahead threads at once (they see it disconnected).
+        *self.prefetch.tx.lock() = std::sync::mpsc::channel().0;
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             if t.thread().id() != std::thread::current().id() {
@@ -546,8 +558,7 @@ impl Fs {
             tx.set_setting("snapshot_generation", generation)?;
             tx.commit(true)?;
             // The file now holds exactly the last durable commit; copy it while no commit can run.
-            let db =
-                std::fs::read(&self.db_path).map_err(|e| Error::io(self.db_path.display(), e))?;
+            let db = g.meta.durable_image()?;
             (generation, db)
         };
         let Some(id) = self.chunks.save_snapshot(generation, &db, snap.current)? else {
@@ -796,10 +807,13 @@ fn prefetch_loop(fs: std::sync::Weak<Fs>, rx: Arc<Mutex<std::sync::mpsc::Receive
 fn committer_loop(fs: std::sync::Weak<Fs>) {
     let mut last = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(100));
         let Some(f) = fs.upgrade() else { return };
         {
-            let g = f.inner.lock();
+            let mut g = f.inner.lock();
+            if !g.stopping {
+                f.committer_wake
+                    .wait_for(&mut g, Duration::from_millis(100));
+            }
             if g.stopping {
                 return;
             }

@@ -229,6 +229,9 @@ impl Store {
                 ))
             }));
         }
+        let mut on: Vec<u8> = written.iter().map(|&i| self.disk_of(id, i) as u8).collect();
+        on.sort_unstable();
+        self.unsynced.lock().insert(on);
         Ok(written.iter().map(|&i| files[i].len() as u64).sum())
     }
 
@@ -583,19 +586,48 @@ impl Store {
         if self.read_only {
             return Ok(());
         }
+        // Puts that return from here on are the next sync's business.
+        let puts = std::mem::take(&mut *self.unsynced.lock());
         let idx: Vec<usize> = (0..self.slots.len()).filter(|&d| self.usable(d)).collect();
         let results = self.par_map(&idx, |d| self.slots[d].disk.sync());
+        let mut failed = vec![false; self.slots.len()];
         let mut first_err = None;
         for (&d, r) in idx.iter().zip(results) {
             if let Err(e) = r {
                 self.note_error(d);
+                failed[d] = true;
                 first_err.get_or_insert(e);
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let Some(err) = first_err else {
+            return Ok(());
+        };
+        // A disk that failed its sync may have lost what it was given. That is fine as long as every chunk put
+        // since the last sync still has the write quorum (k+1 shards) on disks that synced: the same margin a
+        // put demands. Below it, the caller must not be told its data is durable.
+        let need = self.header.read().k as usize + 1;
+        let short = puts
+            .iter()
+            .filter(|on| on.iter().filter(|&&d| !failed[d as usize]).count() < need)
+            .count();
+        if short > 0 {
+            return Err(err);
         }
+        // Every durable commit syncs: a dead disk would repeat this every few seconds.
+        if let Some(n) = crate::logging::allow("sync-failed") {
+            tracing::warn!(
+                "sync failed on {} (every chunk written since the last sync still has {need} durable shards): {err}{}",
+                failed
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &f)| f)
+                    .map(|(d, _)| self.slots[d].disk.describe())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::logging::suppressed_note(n)
+            );
+        }
+        Ok(())
     }
 
     /// Every chunk id with at least one shard on a usable disk (sorted). For gc and fsck.

@@ -206,6 +206,9 @@ pub struct Store {
     header_write: Mutex<()>,
     /// Degraded and failed chunk reads.
     counters: crate::metrics::StoreCounters,
+    /// The disk sets that chunks put since the last `sync` were written to (each set once): `sync` checks that
+    /// every one keeps k+1 shards on disks whose sync succeeded.
+    unsynced: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl Store {

@@ -140,6 +140,7 @@ impl Store {
             read_only: false,
             header_write: Mutex::new(()),
             counters: Default::default(),
+            unsynced: Mutex::default(),
         })
     }
 
@@ -319,6 +320,7 @@ impl Store {
             read_only,
             header_write: Mutex::new(()),
             counters: Default::default(),
+            unsynced: Mutex::default(),
         })
     }
 

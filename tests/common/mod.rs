@@ -56,8 +56,14 @@ pub struct Vol {
 
 impl Vol {
     pub fn new(redundancy: &str) -> Vol {
+        Vol::new_with(redundancy, |_| {})
+    }
+
+    /// Like [`Vol::new`], with `before_init(dir)` run first (to put the disk directories on special mounts).
+    pub fn new_with(redundancy: &str, before_init: impl FnOnce(&Path)) -> Vol {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
+        before_init(p);
         let passfile = p.join("pass");
         std::fs::write(&passfile, "correct horse battery staple\n").unwrap();
         let mnt = p.join("mnt");

@@ -3,13 +3,16 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 use rand::Rng;
 
 use super::{check_name, Disk, DiskStat};
 use crate::error::{Error, Result};
+use crate::store::format::DISK_HEADER_NAME;
 
 /// A [`Disk`] backed by a directory.
 ///
@@ -21,6 +24,8 @@ pub struct DirDisk {
     root: PathBuf,
     /// Directories whose entries changed (rename, unlink, mkdir) since the last `sync`.
     dirty_dirs: Mutex<HashSet<PathBuf>>,
+    /// The filesystem (st_dev) the root was on when first seen.
+    device: OnceLock<u64>,
 }
 
 impl DirDisk {
@@ -28,7 +33,37 @@ impl DirDisk {
         DirDisk {
             root: root.to_path_buf(),
             dirty_dirs: Mutex::new(HashSet::new()),
+            device: fs::metadata(root)
+                .ok()
+                .map(|m| m.dev())
+                .map_or_else(OnceLock::new, OnceLock::from),
         }
+    }
+
+    /// Refuses to write into a disk directory that vanished, or that now lies on another filesystem, under a
+    /// running volume (a drive unmounted beneath its mount point, a directory removed). Recreating or filling it
+    /// would scatter shards over whatever filesystem now lies there; refusing makes the disk fail like a dead one,
+    /// which the volume's redundancy absorbs.
+    fn check_root(&self) -> Result<()> {
+        let gone = |reason: &str| Error::BadDisk {
+            disk: self.describe(),
+            reason: reason.into(),
+        };
+        let meta = match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => m,
+            _ => {
+                return Err(gone(
+                    "the disk directory is gone (removed, or its drive unmounted?)",
+                ))
+            }
+        };
+        let dev = *self.device.get_or_init(|| meta.dev());
+        if dev != meta.dev() {
+            return Err(gone(
+                "the disk directory now lies on another filesystem (its drive unmounted?)",
+            ));
+        }
+        Ok(())
     }
 
     fn map_err(&self, path: &Path, e: std::io::Error) -> Error {
@@ -103,8 +138,13 @@ impl Disk for DirDisk {
             .parent()
             .expect("object path has a parent")
             .to_path_buf();
-        if !self.root.is_dir() {
-            fs::create_dir_all(&self.root).map_err(|e| self.map_err(&self.root, e))?;
+        if name == DISK_HEADER_NAME {
+            // Only the disk header brings a disk directory into being (volume creation, disk replacement).
+            if !self.root.is_dir() {
+                fs::create_dir_all(&self.root).map_err(|e| self.map_err(&self.root, e))?;
+            }
+        } else {
+            self.check_root()?;
         }
         self.ensure_dir(&dir)?;
         let tmp = dir.join(format!(
