@@ -126,9 +126,14 @@ fn empty(reply: ReplyEmpty, r: crate::Result<()>) {
     }
 }
 
-/// Records a finished request in the core's metrics and passes its result on.
+/// Records a finished request in the core's metrics and passes its result on. A missing name or attribute
+/// (`ENOENT`, `ENODATA`) is an answer, not a failure: shells and `ls` ask for them all the time.
 fn done<T>(fs: &Fs, t: OpTimer, r: crate::Result<T>) -> crate::Result<T> {
-    fs.metrics().finish(t, r.is_ok());
+    let failed = r
+        .as_ref()
+        .err()
+        .is_some_and(|e| !matches!(e.errno(), libc::ENOENT | libc::ENODATA));
+    fs.metrics().finish(t, !failed);
     r
 }
 

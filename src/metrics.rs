@@ -391,7 +391,7 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         &mut o,
         "valencefs_fuse_errors_total",
         "counter",
-        "FUSE requests answered with an error, by operation.",
+        "FUSE requests that failed, by operation (ENOENT and ENODATA are answers, not failures).",
     );
     for op in &s.ops {
         let _ = writeln!(

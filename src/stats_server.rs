@@ -13,6 +13,7 @@ use crate::fs::Fs;
 use crate::metrics::{self, Snapshot};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 /// The socket's name inside the state directory.
 pub const SOCKET: &str = "stats.sock";
-/// How often idle listeners look at the stop flag.
+/// How often idle listeners look at the stop flag (they wake at once for a client).
 const POLL: Duration = Duration::from_millis(100);
 /// Per-client read and write timeout.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -118,6 +119,18 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| format!("{name} thread: {e}"))
 }
 
+/// Waits up to [`POLL`] for a connection on a listening socket, so that a client is answered at once and the stop
+/// flag is still looked at regularly.
+fn wait_for_client(fd: std::os::unix::io::RawFd) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; the listener outlives it.
+    unsafe { libc::poll(&mut p, 1, POLL.as_millis() as libc::c_int) };
+}
+
 fn snapshot(fs: &Weak<Fs>, id: &Identity) -> Option<Snapshot> {
     let fs = fs.upgrade()?;
     let mut s = fs.stats();
@@ -133,7 +146,7 @@ fn serve_unix(l: UnixListener, fs: Weak<Fs>, stop: Arc<AtomicBool>, id: Identity
         let mut conn = match l.accept() {
             Ok((c, _)) => c,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
+                wait_for_client(l.as_raw_fd());
                 continue;
             }
             Err(e) => {
@@ -162,7 +175,7 @@ fn serve_http(l: TcpListener, fs: Weak<Fs>, stop: Arc<AtomicBool>, id: Identity)
         let conn = match l.accept() {
             Ok((c, _)) => c,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
+                wait_for_client(l.as_raw_fd());
                 continue;
             }
             Err(e) => {

@@ -126,6 +126,17 @@ fn metrics_endpoint_counts_a_workload() {
     assert!(get(&after, "valencefs_fuse_requests_total{op=\"fsync\"}") >= 1.0);
     assert!(get(&after, "valencefs_stored_bytes") >= 0.0);
 
+    // A failure counts as an error; a lookup of a name that does not exist (creating `a`) does not.
+    // (rmdir of a non-empty directory: only the filesystem knows, so the kernel has to ask.)
+    sh(&format!(
+        "mkdir {m}/d && touch {m}/d/x && ! rmdir {m}/d 2>/dev/null"
+    ));
+    let s = scrape(&addr);
+    assert_eq!(get(&s, "valencefs_fuse_errors_total{op=\"rmdir\"}"), 1.0);
+    assert_eq!(get(&s, "valencefs_fuse_requests_total{op=\"rmdir\"}"), 1.0);
+    assert_eq!(get(&s, "valencefs_fuse_errors_total{op=\"lookup\"}"), 0.0);
+    assert!(get(&s, "valencefs_fuse_requests_total{op=\"lookup\"}") >= 1.0);
+
     // Other paths and methods are refused politely.
     assert_eq!(http_get(&addr, "/nope").0, "HTTP/1.0 404 Not Found");
 
@@ -334,4 +345,59 @@ fn bad_metrics_and_log_options_are_refused() {
         stderr(&out)
     );
     assert!(!is_mounted(&v.mnt));
+}
+
+/// Removes the socket it bound at `/dev/log` on every path.
+struct DevLog(std::os::unix::net::UnixDatagram);
+
+impl Drop for DevLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file("/dev/log");
+    }
+}
+
+#[test]
+fn daemon_logs_to_syslog_when_dev_log_exists() {
+    if !fuse_available() {
+        return;
+    }
+    if Path::new("/dev/log").exists() {
+        // A real syslog daemon owns it; its messages cannot be intercepted here.
+        eprintln!("SKIPPED: /dev/log exists");
+        return;
+    }
+    let sock = match std::os::unix::net::UnixDatagram::bind("/dev/log") {
+        Ok(s) => DevLog(s),
+        Err(e) => {
+            eprintln!("SKIPPED: cannot bind /dev/log: {e}");
+            return;
+        }
+    };
+    sock.0
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let v = Vol::new("personal");
+    let g = v.mount();
+    let want = format!(
+        "mounted at {}",
+        std::fs::canonicalize(&v.mnt).unwrap().display()
+    );
+    let mut buf = vec![0u8; 8192];
+    let line = loop {
+        let n = sock
+            .0
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no syslog line ({e}); log file:\n{}", v.log()));
+        let l = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if l.contains(&want) {
+            break l;
+        }
+    };
+    g.umount();
+    // <facility daemon (3) * 8 + info (6)> ... valencefs[pid]: message, without the file's timestamp and level.
+    assert!(line.starts_with("<30>"), "{line}");
+    assert!(line.contains("valencefs["), "{line}");
+    assert!(!line.contains("INFO"), "{line}");
+    // The log file still gets every line.
+    assert!(v.log().contains(&want), "{}", v.log());
 }
