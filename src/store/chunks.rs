@@ -435,8 +435,23 @@ impl Store {
                 }
             }
         }
-        self.account_bad_shards(id, &report.bad_shards);
         let good = shards.iter().filter(|s| s.is_some()).count();
+        // No shard anywhere: the chunk does not exist (the core re-reads after a chunk was freed under a reader,
+        // and prefetch may race a free). Not a disk's fault, so neither counted nor logged as one.
+        if good == 0
+            && report
+                .bad_shards
+                .iter()
+                .all(|b| b.fault == ShardFault::Missing)
+        {
+            tracing::debug!("chunk {}: no shard on any disk", id.to_hex());
+            return Err(Error::Unrecoverable {
+                chunk: id.to_hex(),
+                good,
+                need: k,
+            });
+        }
+        self.account_bad_shards(id, &report.bad_shards);
         let Some((env_len, shard_len)) = geometry.filter(|_| good >= k) else {
             self.counters
                 .unrecoverable_reads
