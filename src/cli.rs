@@ -173,6 +173,12 @@ pub enum Command {
         /// Rebuild bad or missing shards (needs the passphrase and an unmounted volume).
         #[arg(long)]
         repair: bool,
+        /// Prove, with the passphrase, that every chunk the newest metadata snapshot references is on the disks
+        /// exactly as written (against the integrity root), and that the disks were not rolled back. With
+        /// --sample, checks a fresh random sample each run (a challenge the disks cannot precompute).
+        /// Needs an unmounted volume.
+        #[arg(long, conflicts_with_all = ["repair", "restart"])]
+        integrity: bool,
         /// Check only this percentage of the chunks (a deterministic random sample).
         #[arg(long, value_name = "PCT")]
         sample: Option<f64>,
@@ -530,6 +536,7 @@ fn dispatch(cmd: Command) -> Outcome {
         Command::Scrub {
             config,
             repair,
+            integrity,
             sample,
             rate,
             restart,
@@ -538,6 +545,7 @@ fn dispatch(cmd: Command) -> Outcome {
         } => maint::scrub_cmd(maint::ScrubArgs {
             config,
             repair,
+            integrity,
             sample,
             rate,
             json,

@@ -30,6 +30,48 @@ const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
 const SETTINGS: TableDefinition<&str, u64> = TableDefinition::new("settings");
 /// (disk slot, counter name) → lifetime total: `errors`, `repairs`, `degraded_reads` seen by mounts of the volume.
 const DISK_COUNTERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("disk_counters");
+/// "root" → the integrity record of the last metadata snapshot ([`Integrity`]).
+const INTEGRITY: TableDefinition<&str, &[u8]> = TableDefinition::new("integrity");
+
+/// The integrity root over every referenced chunk's stripe hash, as recorded with a metadata snapshot generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Integrity {
+    pub generation: u64,
+    /// Referenced chunks that are leaves of the tree.
+    pub chunks: u64,
+    /// Referenced chunks left out: rows written before stripe hashes were recorded.
+    pub unverifiable: u64,
+    #[serde(serialize_with = "hex32")]
+    pub root: [u8; 32],
+}
+
+fn hex32<S: serde::Serializer>(b: &[u8; 32], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+impl Integrity {
+    fn encode(&self) -> [u8; 56] {
+        let mut b = [0u8; 56];
+        b[..8].copy_from_slice(&self.generation.to_le_bytes());
+        b[8..16].copy_from_slice(&self.chunks.to_le_bytes());
+        b[16..24].copy_from_slice(&self.unverifiable.to_le_bytes());
+        b[24..].copy_from_slice(&self.root);
+        b
+    }
+    fn decode(b: &[u8]) -> Result<Integrity> {
+        if b.len() != 56 {
+            return Err(Error::Meta("integrity record of wrong length".into()));
+        }
+        let mut r = Reader(b, 0);
+        let (generation, chunks, unverifiable) = (r.u64(), r.u64(), r.u64());
+        Ok(Integrity {
+            generation,
+            chunks,
+            unverifiable,
+            root: b[24..].try_into().expect("32"),
+        })
+    }
+}
 
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::Meta(e.to_string())
@@ -221,25 +263,35 @@ pub struct ChunkRow {
     pub refs: u64,
     pub len: u64,
     pub stored: u64,
+    /// The stripe hash recorded when the chunk was written; all zero when unknown (rows written before it existed).
+    pub stripe: [u8; 32],
 }
 
 impl ChunkRow {
-    fn encode(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
+    fn encode(&self) -> [u8; 56] {
+        let mut b = [0u8; 56];
         b[..8].copy_from_slice(&self.refs.to_le_bytes());
         b[8..16].copy_from_slice(&self.len.to_le_bytes());
-        b[16..].copy_from_slice(&self.stored.to_le_bytes());
+        b[16..24].copy_from_slice(&self.stored.to_le_bytes());
+        b[24..].copy_from_slice(&self.stripe);
         b
     }
+    /// Rows are 56 bytes; 24-byte rows (no stripe hash) from earlier builds still read.
     fn decode(b: &[u8]) -> Result<ChunkRow> {
-        if b.len() != 24 {
+        if b.len() != 24 && b.len() != 56 {
             return Err(Error::Meta("chunk row of wrong length".into()));
         }
         let mut r = Reader(b, 0);
+        let (refs, len, stored) = (r.u64(), r.u64(), r.u64());
+        let mut stripe = [0u8; 32];
+        if b.len() == 56 {
+            stripe.copy_from_slice(&b[24..]);
+        }
         Ok(ChunkRow {
-            refs: r.u64(),
-            len: r.u64(),
-            stored: r.u64(),
+            refs,
+            len,
+            stored,
+            stripe,
         })
     }
 }
@@ -834,6 +886,7 @@ impl Tx {
                 refs: 0,
                 len,
                 stored,
+                stripe: [0; 32],
             },
             (None, None) => return Err(Error::Meta(format!("chunk {} has no row", id.to_hex()))),
         };
@@ -849,13 +902,20 @@ impl Tx {
     }
 
     /// Creates a chunk's row (with no references) if it does not exist yet.
-    pub fn ensure_chunk(&mut self, id: &ChunkId, len: u64, stored: u64) -> Result<()> {
+    pub fn ensure_chunk(
+        &mut self,
+        id: &ChunkId,
+        len: u64,
+        stored: u64,
+        stripe: [u8; 32],
+    ) -> Result<()> {
         if self.chunk(id)?.is_none() {
             self.touch();
             let row = ChunkRow {
                 refs: 0,
                 len,
                 stored,
+                stripe,
             };
             table!(self, CHUNKS)
                 .insert(id.0.as_slice(), row.encode().as_slice())
@@ -898,6 +958,41 @@ impl Tx {
     }
 
     /// Every chunk row: (id, row).
+    /// Computes the integrity record over the chunk rows as they stand (for snapshot `generation`).
+    pub fn compute_integrity(&mut self, generation: u64) -> Result<Integrity> {
+        let rows = self.all_chunks()?;
+        let unverifiable = rows
+            .iter()
+            .filter(|(_, r)| r.refs > 0 && r.stripe == [0; 32])
+            .count() as u64;
+        let leaves: Vec<([u8; 32], [u8; 32])> = rows
+            .iter()
+            .filter(|(_, r)| r.refs > 0 && r.stripe != [0; 32])
+            .map(|(id, r)| (id.0, r.stripe))
+            .collect();
+        Ok(Integrity {
+            generation,
+            chunks: leaves.len() as u64,
+            unverifiable,
+            root: crate::store::format::integrity_root(leaves),
+        })
+    }
+
+    pub fn set_integrity(&mut self, i: &Integrity) -> Result<()> {
+        self.touch();
+        table!(self, INTEGRITY)
+            .insert("root", i.encode().as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The integrity record of the last snapshot, if one was taken.
+    pub fn integrity(&mut self) -> Result<Option<Integrity>> {
+        let t = table!(self, INTEGRITY);
+        let v = t.get("root").map_err(db_err)?;
+        v.map(|g| Integrity::decode(g.value())).transpose()
+    }
+
     pub fn all_chunks(&mut self) -> Result<Vec<(ChunkId, ChunkRow)>> {
         let t = table!(self, CHUNKS);
         let mut out = Vec::new();

@@ -52,6 +52,14 @@ fn maintenance_subcommands_end_to_end() {
         fs.shutdown().unwrap();
     }
 
+    // The integrity proof with the key: every chunk proven against the root sealed at unmount.
+    let o = vfs(&["scrub", &cfg, "--integrity", "--passfile", &pf, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert!(j["root_matches"].as_bool().unwrap());
+    assert!(j["proven"].as_u64().unwrap() >= 1, "{j}");
+    assert_eq!(j["proven"], j["referenced"]);
+
     // Keyless scrub: clean; then one rotten shard is found (exit 1) and repaired with the key.
     let o = vfs(&["scrub", &cfg, "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -58,7 +58,7 @@ fn gc_frees_unreferenced_chunks_and_keeps_referenced_ones() {
     {
         let mut tx = meta.write().unwrap();
         for (id, len) in orphans.iter().take(10) {
-            tx.ensure_chunk(id, *len, 0).unwrap();
+            tx.ensure_chunk(id, *len, 0, [0; 32]).unwrap();
         }
         // A row whose refcount is wrong (0) while an extent references it must survive gc.
         let (_, e) = tx.all_extents().unwrap()[0];

@@ -17,26 +17,42 @@ fn corrupt_set(r: &valencefs::maint::scrub::ScrubReport) -> BTreeSet<(String, us
         .collect()
 }
 
+/// The scale by default: ≥ 200 MiB of varied files, 1,000 flipped shards. VALENCEFS_SCRUB_MIB and
+/// VALENCEFS_SCRUB_FLIPS scale it (bench/scrub.sh measures throughput separately).
+fn scale() -> (usize, usize) {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    (
+        env("VALENCEFS_SCRUB_MIB", 200),
+        env("VALENCEFS_SCRUB_FLIPS", 1000),
+    )
+}
+
 #[test]
 fn scrub_finds_and_repairs_every_flipped_shard() {
+    let (mib, flips) = scale();
     let vol = Vol::new();
     let st = vol.store();
     let fs = vol.fs(st.clone());
-    let files = write_files(&fs, 24 << 20, 0x5eed);
+    let files = write_files(&fs, mib << 20, 0x5eed);
     fs.shutdown().unwrap();
     drop(fs);
     drop(st);
 
-    // Flip one random bit in 400 random shard files, at most m = 2 per chunk so every chunk stays recoverable.
+    // Flip one random bit in `flips` random shard files, at most m = 2 per chunk so every chunk stays recoverable.
     let mut all: Vec<(usize, std::path::PathBuf)> = Vec::new();
     for (d, p) in vol.disks.iter().enumerate() {
         all.extend(shard_files(p).into_iter().map(|f| (d, f)));
     }
-    assert!(all.len() > 1000, "only {} shard files", all.len());
+    assert!(all.len() > 2 * flips, "only {} shard files", all.len());
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut per_chunk: BTreeMap<String, usize> = BTreeMap::new();
     let mut flipped = BTreeSet::new();
-    while flipped.len() < 400 {
+    while flipped.len() < flips {
         let (_, path) = &all[(xorshift(&mut seed) % all.len() as u64) as usize];
         let (id, idx) = parse_shard_name(path.to_str().unwrap()).unwrap();
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -112,14 +128,14 @@ fn scrub_finds_and_repairs_every_flipped_shard() {
         .chain(&second.disks)
         .map(|d| d.corrupt)
         .sum();
-    assert_eq!(per_disk, 400);
+    assert_eq!(per_disk, flips as u64);
     assert_eq!(first.exit_code(), 1);
 
     // Repair (with the key) rewrites every bad shard.
     let st = vol.store();
     let fixed = scrub(&disks, Some(&st), &ScrubOptions::default()).unwrap();
     assert_eq!(corrupt_set(&fixed), flipped);
-    assert_eq!(fixed.repaired_shards(), 400);
+    assert_eq!(fixed.repaired_shards(), flips as u64);
     assert!(fixed.clean(), "{}", fixed.summary());
     assert_eq!(fixed.exit_code(), 0);
     st.sync().unwrap();

@@ -76,6 +76,7 @@ fn exit_with(code: i32) -> Outcome {
 pub struct ScrubArgs {
     pub config: PathBuf,
     pub repair: bool,
+    pub integrity: bool,
     pub sample: Option<f64>,
     pub rate: Option<f64>,
     pub json: bool,
@@ -92,6 +93,9 @@ pub fn scrub_cmd(a: ScrubArgs) -> Outcome {
             Code::Usage,
             "--sample takes a percentage, 0 to 100",
         ));
+    }
+    if a.integrity {
+        return integrity_cmd(&cfg, &a);
     }
     let _lock = if a.repair {
         Some(exclusive(&cfg, "scrub --repair")?)
@@ -143,6 +147,40 @@ pub fn scrub_cmd(a: ScrubArgs) -> Outcome {
         println!("{}", r.summary());
     }
     exit_with(r.exit_code())
+}
+
+/// `valencefs scrub --integrity`: exit 0 when everything checked is proven, 1 when some chunks could not be proven
+/// only because they are degraded (repairable), 4 when the proof fails (lost, forged or rolled back).
+fn integrity_cmd(cfg: &Config, a: &ScrubArgs) -> Outcome {
+    let _lock = exclusive(cfg, "scrub --integrity")?;
+    let pass = passphrase(a.passfile.as_deref(), false)?;
+    let store = Store::open(dir_disks(&cfg.disks), &pass)?;
+    let local = cfg
+        .state_dir
+        .join(maint::META_FILE)
+        .exists()
+        .then(|| maint::open_meta(&cfg.state_dir))
+        .transpose()?;
+    let sample = a.sample.map(|p| (p, rand::random::<u64>()));
+    let r = maint::integrity::verify(&store, local.as_ref(), sample)?;
+    if a.json {
+        print_json(&r);
+    } else {
+        for id in &r.lost {
+            println!("lost: chunk {id} has no shard on any disk");
+        }
+        for id in &r.mismatched {
+            println!("mismatch: chunk {id} has shards that are not the ones written");
+        }
+        println!("{}", r.summary());
+    }
+    exit_with(if !r.ok() {
+        4
+    } else if r.degraded > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 /// `valencefs fsck`: exit codes as fsck(8): 0 clean, 1 errors corrected, 4 errors left, 8 operational error.

@@ -567,7 +567,7 @@ impl Fs {
         &self,
         batch: &[(u64, Arc<Vec<u8>>)],
         old: &BTreeMap<u64, Extent>,
-    ) -> Result<(Vec<Extent>, Vec<(ChunkId, u64, u64)>)> {
+    ) -> Result<(Vec<Extent>, Vec<NewChunk>)> {
         // Regions: unions of batch ranges and the old extents they touch, merged when they overlap or meet.
         let mut spans: Vec<(u64, u64)> = batch
             .iter()
@@ -637,7 +637,7 @@ impl Fs {
             &self.metrics.chunks_deduplicated,
             (ids.len() - todo.len()) as u64,
         );
-        let results: Vec<Mutex<Option<Result<u64>>>> =
+        let results: Vec<Mutex<Option<Result<(u64, [u8; 32])>>>> =
             todo.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let workers = std::thread::available_parallelism()
@@ -651,14 +651,19 @@ impl Fs {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = todo.get(k) else { break };
                     let (_, b, st, l) = &pieces[i];
-                    *results[k].lock() = Some(self.chunks.put(&ids[i], &b[*st..st + l]));
+                    *results[k].lock() = Some(self.chunks.put_stripe(&ids[i], &b[*st..st + l]));
                 });
             }
         });
         let mut new_chunks = Vec::with_capacity(todo.len());
         for (k, &i) in todo.iter().enumerate() {
-            let stored = results[k].lock().take().expect("every job ran")?;
-            new_chunks.push((ids[i], pieces[i].3 as u64, stored));
+            let (stored, stripe) = results[k].lock().take().expect("every job ran")?;
+            new_chunks.push(NewChunk {
+                id: ids[i],
+                len: pieces[i].3 as u64,
+                stored,
+                stripe,
+            });
         }
         Ok((extents, new_chunks))
     }
@@ -670,7 +675,7 @@ impl Fs {
         ino: Ino,
         old: &BTreeMap<u64, Extent>,
         new_extents: &[Extent],
-        new_chunks: &[(ChunkId, u64, u64)],
+        new_chunks: &[NewChunk],
     ) -> Result<()> {
         let mut tx = g.meta.write()?;
         let mut delta = 0i64;
@@ -680,8 +685,8 @@ impl Fs {
             }
             delta -= x.len as i64;
         }
-        for (id, len, stored) in new_chunks {
-            tx.ensure_chunk(id, *len, *stored)?;
+        for c in new_chunks {
+            tx.ensure_chunk(&c.id, c.len, c.stored, c.stripe)?;
         }
         for e in new_extents {
             tx.put_extent(ino, e)?;
@@ -696,6 +701,14 @@ impl Fs {
         g.save(&mut tx, &inode)?;
         self.finish_grouped(g, tx)
     }
+}
+
+/// A chunk a flush just stored: its id, plaintext length, bytes on disks and stripe hash.
+pub(crate) struct NewChunk {
+    id: ChunkId,
+    len: u64,
+    stored: u64,
+    stripe: [u8; 32],
 }
 
 /// The last background flush failure, kept so writers get an error instead of waiting forever.

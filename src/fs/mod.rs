@@ -46,6 +46,10 @@ pub trait Chunks: Send + Sync {
     fn max_chunk_size(&self) -> usize;
     /// Stores a chunk (idempotent); returns the bytes it occupies on disks. Durable only after [`Chunks::sync`].
     fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64>;
+    /// [`Chunks::put`], also returning the chunk's stripe hash (all zero when this store keeps none).
+    fn put_stripe(&self, id: &ChunkId, data: &[u8]) -> Result<(u64, [u8; 32])> {
+        self.put(id, data).map(|b| (b, [0; 32]))
+    }
     /// Reads a chunk back, verified.
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>>;
     /// Removes a chunk's shards.
@@ -84,6 +88,9 @@ impl Chunks for crate::store::Store {
     }
     fn put(&self, id: &ChunkId, data: &[u8]) -> Result<u64> {
         crate::store::Store::put(self, id, data)
+    }
+    fn put_stripe(&self, id: &ChunkId, data: &[u8]) -> Result<(u64, [u8; 32])> {
+        crate::store::Store::put_stripe(self, id, data)
     }
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
         crate::store::Store::get(self, id)
@@ -556,6 +563,10 @@ impl Fs {
             let mut tx = g.meta.write()?;
             let generation = tx.setting("snapshot_generation")? + 1;
             tx.set_setting("snapshot_generation", generation)?;
+            // The integrity root travels inside the snapshot it describes (and stays in the local database, so
+            // a later scrub can tell disks rolled back to an older generation).
+            let integrity = tx.compute_integrity(generation)?;
+            tx.set_integrity(&integrity)?;
             tx.commit(true)?;
             // The file now holds exactly the last durable commit; copy it while no commit can run.
             let db = g.meta.durable_image()?;

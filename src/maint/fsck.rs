@@ -12,7 +12,7 @@ use crate::fs::ROOT_INO;
 use crate::meta::{ChunkRow, Inode, Meta, Time};
 use crate::store::{ChunkId, Store};
 
-use super::scrub::{good_shards, keyless_volume};
+use super::scrub::{good_shards, keyless_volume, stripe_on_disks};
 
 /// Name of the directory under the root that receives unreachable inodes.
 pub const LOST_FOUND: &[u8] = b"lost+found";
@@ -322,14 +322,18 @@ pub fn fsck(meta: &Meta, store: Option<&Store>, repair: bool) -> Result<FsckRepo
         let mut fixed = false;
         if let (true, Some(s)) = (repair, store) {
             if let Ok(plain) = s.get(&e.chunk) {
-                let stored = match &keyless {
-                    Some((disks, Ok(vol))) => shard_bytes(disks, vol, &e.chunk),
-                    _ => 0,
+                let (stored, stripe) = match &keyless {
+                    Some((disks, Ok(vol))) => (
+                        shard_bytes(disks, vol, &e.chunk),
+                        stripe_on_disks(disks, vol, &e.chunk).unwrap_or_default(),
+                    ),
+                    _ => (0, [0; 32]),
                 };
                 let row = ChunkRow {
                     refs: 0,
                     len: plain.len() as u64,
                     stored,
+                    stripe,
                 };
                 tx.put_chunk_row(&e.chunk, &row)?;
                 rows.insert(e.chunk, row);

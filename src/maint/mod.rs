@@ -7,6 +7,7 @@
 
 pub mod fsck;
 pub mod gc;
+pub mod integrity;
 pub mod replace;
 pub mod scrub;
 pub mod status;

@@ -232,13 +232,17 @@ pub fn keyless_volume(disks: &[Arc<dyn Disk>]) -> Result<KeylessVolume> {
 }
 
 /// Result of checking every shard of one chunk.
-struct ChunkResult {
+pub(crate) struct ChunkResult {
     id: ChunkId,
     /// Per shard index: (disk, check).
-    shards: Vec<(usize, ShardCheck)>,
+    pub(crate) shards: Vec<(usize, ShardCheck)>,
 }
 
-fn check_chunk(disks: &[Arc<dyn Disk>], vol: &KeylessVolume, id: ChunkId) -> ChunkResult {
+pub(crate) fn check_chunk(
+    disks: &[Arc<dyn Disk>],
+    vol: &KeylessVolume,
+    id: ChunkId,
+) -> ChunkResult {
     let n = (vol.expect.k + vol.expect.m) as usize;
     let shards = (0..n)
         .map(|i| {
@@ -254,6 +258,27 @@ fn check_chunk(disks: &[Arc<dyn Disk>], vol: &KeylessVolume, id: ChunkId) -> Chu
     ChunkResult { id, shards }
 }
 
+/// The stripe hash of a chunk as its shards on the disks say (keyless); `None` unless every shard is good.
+pub fn stripe_on_disks(
+    disks: &[Arc<dyn Disk>],
+    vol: &KeylessVolume,
+    id: &ChunkId,
+) -> Option<[u8; 32]> {
+    stripe_of(&check_chunk(disks, vol, *id))
+}
+
+pub(crate) fn stripe_of(r: &ChunkResult) -> Option<[u8; 32]> {
+    let hashes: Option<Vec<[u8; 32]>> = r
+        .shards
+        .iter()
+        .map(|(_, c)| match c {
+            ShardCheck::Good { header, .. } => Some(header.payload_hash),
+            _ => None,
+        })
+        .collect();
+    hashes.map(|h| crate::store::format::stripe_hash(&h))
+}
+
 /// Counts of good shards per chunk, keyless; used by fsck to check that referenced chunks are readable.
 pub fn good_shards(disks: &[Arc<dyn Disk>], vol: &KeylessVolume, id: &ChunkId) -> usize {
     check_chunk(disks, vol, *id)
@@ -263,7 +288,7 @@ pub fn good_shards(disks: &[Arc<dyn Disk>], vol: &KeylessVolume, id: &ChunkId) -
         .count()
 }
 
-fn sampled(seed: u64, id: &ChunkId, percent: f64) -> bool {
+pub(crate) fn sampled(seed: u64, id: &ChunkId, percent: f64) -> bool {
     let mut h = blake3::Hasher::new();
     h.update(b"valencefs scrub sample");
     h.update(&seed.to_le_bytes());

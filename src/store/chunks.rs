@@ -123,6 +123,11 @@ impl Store {
     /// write identical files. Not durable until [`Store::sync`]. Succeeds when at least k+1 shards were written
     /// (one more than the minimum to read it back); otherwise best-effort removes what it wrote and fails.
     pub fn put(&self, id: &ChunkId, plaintext: &[u8]) -> Result<u64> {
+        self.put_stripe(id, plaintext).map(|(bytes, _)| bytes)
+    }
+
+    /// [`Store::put`], also returning the chunk's stripe hash ([`crate::store::format::stripe_hash`]).
+    pub fn put_stripe(&self, id: &ChunkId, plaintext: &[u8]) -> Result<(u64, [u8; 32])> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -165,7 +170,10 @@ impl Store {
         drop(compressed);
         let mut files = self.codec.encode_with_prefix(&envelope, SHARD_HEADER_LEN);
         let shard_len = files[0].len() - SHARD_HEADER_LEN;
+        let mut payload_hashes = Vec::with_capacity(files.len());
         for (i, f) in files.iter_mut().enumerate() {
+            let payload_hash = *blake3::hash(&f[SHARD_HEADER_LEN..]).as_bytes();
+            payload_hashes.push(payload_hash);
             let h = ShardHeader {
                 k: k as u8,
                 m: m as u8,
@@ -174,11 +182,12 @@ impl Store {
                 chunk_id: id.0,
                 envelope_len: envelope.len() as u64,
                 shard_len: shard_len as u32,
-                payload_hash: *blake3::hash(&f[SHARD_HEADER_LEN..]).as_bytes(),
+                payload_hash,
             };
             f[..SHARD_HEADER_LEN].copy_from_slice(&h.encode());
         }
         drop(envelope);
+        let stripe = crate::store::format::stripe_hash(&payload_hashes);
         let targets: Vec<usize> = (0..k + m)
             .filter(|&i| self.usable(self.disk_of(id, i)))
             .collect();
@@ -232,7 +241,7 @@ impl Store {
         let mut on: Vec<u8> = written.iter().map(|&i| self.disk_of(id, i) as u8).collect();
         on.sort_unstable();
         self.unsynced.lock().insert(on);
-        Ok(written.iter().map(|&i| files[i].len() as u64).sum())
+        Ok((written.iter().map(|&i| files[i].len() as u64).sum(), stripe))
     }
 
     /// Reads and verifies a chunk. Never returns bytes that failed verification.

@@ -338,6 +338,55 @@ impl ShardHeader {
     }
 }
 
+/// The stripe hash of a chunk: BLAKE3 (derive-key mode, context "valencefs 2026 stripe hash v1") over the payload
+/// hashes of its k+m shards in index order. Recorded in the chunk's metadata row when the chunk is written, it lets a
+/// scrub prove, without the key, that the shards on the disks are exactly the ones written (not forged, swapped or
+/// rolled back), and it is the leaf of the integrity root (FORMAT.md §13).
+pub fn stripe_hash(payload_hashes: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("valencefs 2026 stripe hash v1");
+    for p in payload_hashes {
+        h.update(p);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The integrity root: a binary Merkle tree whose leaves, in chunk-id order, are BLAKE3 (derive-key "valencefs
+/// 2026 integrity leaf v1") of chunk id ‖ stripe hash for every referenced chunk; an inner node is BLAKE3 (derive-key
+/// "valencefs 2026 integrity node v1") of left ‖ right; an odd node at the end of a level moves up unchanged. The
+/// root of no leaves is BLAKE3 (derive-key "valencefs 2026 integrity empty v1") of nothing.
+pub fn integrity_root(leaves: impl IntoIterator<Item = ([u8; 32], [u8; 32])>) -> [u8; 32] {
+    let mut level: Vec<[u8; 32]> = leaves
+        .into_iter()
+        .map(|(id, stripe)| {
+            let mut h = blake3::Hasher::new_derive_key("valencefs 2026 integrity leaf v1");
+            h.update(&id);
+            h.update(&stripe);
+            *h.finalize().as_bytes()
+        })
+        .collect();
+    if level.is_empty() {
+        return *blake3::Hasher::new_derive_key("valencefs 2026 integrity empty v1")
+            .finalize()
+            .as_bytes();
+    }
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [l, r] => {
+                    let mut h = blake3::Hasher::new_derive_key("valencefs 2026 integrity node v1");
+                    h.update(l);
+                    h.update(r);
+                    *h.finalize().as_bytes()
+                }
+                [one] => *one,
+                _ => unreachable!("chunks(2)"),
+            })
+            .collect();
+    }
+    level[0]
+}
+
 /// The shard file name of shard `index` of a chunk: a two-level fan-out on the (opaque, keyed) chunk id.
 pub fn shard_name(chunk_id: &[u8; 32], index: usize) -> String {
     let hex: String = chunk_id.iter().map(|b| format!("{b:02x}")).collect();
