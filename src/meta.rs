@@ -1118,6 +1118,22 @@ impl Tx {
         Ok(out)
     }
 
+    /// Forgets a disk slot's lifetime counters (the slot now holds a new disk).
+    pub fn remove_disk_counters(&mut self, disk: u64) -> Result<()> {
+        let names: Vec<String> = self
+            .disk_counters()?
+            .into_iter()
+            .filter(|(d, _, _)| *d == disk)
+            .map(|(_, n, _)| n)
+            .collect();
+        self.touch();
+        let mut t = table!(self, DISK_COUNTERS);
+        for n in names {
+            t.remove((disk, n.as_str())).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
     pub fn set_disk_counter(&mut self, disk: u64, name: &str, value: u64) -> Result<()> {
         self.touch();
         table!(self, DISK_COUNTERS)

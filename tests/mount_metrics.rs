@@ -221,10 +221,15 @@ fn heal_on_read_is_counted_logged_and_recorded() {
     assert_eq!(sh(&format!("sha256sum < {m}/a")), sum, "{}", v.log());
     let s = scrape(&addr);
     let (mut repairs, mut errors) = (0.0, 0.0);
+    // The rotten disk with the most repairs, and its count (replaced at the end).
+    let mut victim = (1, -1.0);
     for i in 0..5 {
         let r = get(&s, &disk_key("valencefs_disk_repairs_total", &v, i));
         let e = get(&s, &disk_key("valencefs_disk_errors_total", &v, i));
         if i == 1 || i == 3 {
+            if r > victim.1 {
+                victim = (i, r);
+            }
             repairs += r;
             errors += e;
             assert_eq!(
@@ -301,6 +306,29 @@ fn heal_on_read_is_counted_logged_and_recorded() {
         .map(|d| d["repaired"].as_u64().unwrap())
         .sum();
     assert_eq!(again as f64, repairs);
+
+    // A replaced disk starts with a clean record; the others keep theirs.
+    let (slot, slot_repairs) = victim;
+    assert!(slot_repairs >= 1.0);
+    let new = v.dir.path().join("replacement");
+    let out = vfs(&[
+        "disk",
+        "replace",
+        v.config.to_str().unwrap(),
+        v.disk(slot + 1).to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = vfs(&["status", "--json", v.config.to_str().unwrap()]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let disks = j["disks"].as_array().unwrap();
+    assert_eq!(disks[slot]["path"], new.display().to_string());
+    assert_eq!(disks[slot]["repaired"], 0, "{j}");
+    assert_eq!(disks[slot]["errors_seen"], 0, "{j}");
+    let kept: u64 = disks.iter().map(|d| d["repaired"].as_u64().unwrap()).sum();
+    assert_eq!(kept as f64, repairs - slot_repairs);
 }
 
 #[test]
