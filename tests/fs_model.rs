@@ -32,6 +32,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (d.clone(), nm.clone()).prop_map(|(a, b)| Op::Create(a, b)),
         4 => (d.clone(), nm.clone(), 0u64..300_000, 0usize..80_000, any::<u8>()).prop_map(|(a, b, o, l, s)| Op::Write(a, b, o, l, s)),
+        // Small writes into what is already there: the core stores these as patches over stored chunks.
+        3 => (d.clone(), nm.clone(), 0u64..120_000, 1usize..6_000, any::<u8>()).prop_map(|(a, b, o, l, s)| Op::Write(a, b, o, l, s)),
         2 => (d.clone(), nm.clone(), 0u64..300_000).prop_map(|(a, b, s)| Op::Truncate(a, b, s)),
         2 => (d.clone(), nm.clone(), 0u64..300_000, 1u64..100_000).prop_map(|(a, b, o, l)| Op::Punch(a, b, o, l)),
         2 => (d.clone(), nm.clone(), d.clone(), nm.clone()).prop_map(|(a, b, c, e)| Op::Rename(a, b, c, e)),

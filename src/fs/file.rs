@@ -90,6 +90,18 @@ impl Fs {
             FsMetricsAdd::add(&self.metrics.cache_hits, 1);
             return Ok(d);
         }
+        // Being fetched by read-ahead: wait for it rather than read it twice (bounded, in case it is slow).
+        {
+            let mut q = self.prefetch.queued.lock();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while q.contains(id) && Instant::now() < deadline {
+                self.prefetch.done.wait_until(&mut q, deadline);
+            }
+        }
+        if let Some(d) = self.cache.lock().get(id) {
+            FsMetricsAdd::add(&self.metrics.cache_hits, 1);
+            return Ok(d);
+        }
         FsMetricsAdd::add(&self.metrics.cache_misses, 1);
         let d = Arc::new(self.chunks.get(id)?);
         self.cache.lock().insert(*id, d.clone());
@@ -126,10 +138,11 @@ impl Fs {
             let extents = tx.extents(ino, offset, end)?;
             // Sequential readers get the next chunks fetched in the background while they consume this one.
             if end < inode.size {
+                let ahead = super::PREFETCH_CHUNKS as u64 * self.chunks.max_chunk_size() as u64;
                 for e in tx
-                    .extents(ino, end, end + 2 * self.chunks.max_chunk_size() as u64)?
+                    .extents(ino, end, end + ahead)?
                     .iter()
-                    .take(2)
+                    .take(super::PREFETCH_CHUNKS)
                 {
                     self.prefetch(e.chunk);
                 }
@@ -561,29 +574,66 @@ impl Fs {
         res.map(|_| batch_bytes)
     }
 
-    /// Re-chunks each region touched by `batch` and stores the chunks that are new. Runs without the lock.
-    #[allow(clippy::type_complexity)]
+    /// Stores a flush batch; runs without the lock. Large dirty runs are re-chunked together with the stored extents
+    /// they touch (content-defined chunks: dedup and stable boundaries). Small runs (random overwrites, small
+    /// appends synced one by one) are not: they are packed into one or a few patch chunks, and the stored extents
+    /// they overlap are cut around them, so a 4 KiB write costs a 4 KiB share of one chunk instead of re-encoding
+    /// the ~1 MiB chunk under it. Returns the extents replacing `old` and the chunks that are new.
     fn store_regions(
         &self,
         batch: &[(u64, Arc<Vec<u8>>)],
         old: &BTreeMap<u64, Extent>,
     ) -> Result<(Vec<Extent>, Vec<NewChunk>)> {
-        // Regions: unions of batch ranges and the old extents they touch, merged when they overlap or meet.
-        let mut spans: Vec<(u64, u64)> = batch
-            .iter()
-            .map(|(s, d)| (*s, s + d.len() as u64))
-            .collect();
-        spans.extend(old.values().map(|e| (e.offset, e.end())));
-        spans.sort_unstable();
-        let mut regions: Vec<(u64, u64)> = Vec::new();
-        for (s, e) in spans {
-            match regions.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => regions.push((s, e)),
+        type Slot = Mutex<Option<Result<(u64, [u8; 32])>>>;
+        let max_chunk = self.chunks.max_chunk_size().max(1);
+        let patch_max = (max_chunk / 4).min(PATCH_MAX);
+        let run = |i: usize| (batch[i].0, batch[i].0 + batch[i].1.len() as u64);
+        // Seed regions with the large runs; a small run overlapping a region joins it (and may widen it), until
+        // nothing changes.
+        let mut seeded: Vec<bool> = batch.iter().map(|(_, d)| d.len() > patch_max).collect();
+        let regions = loop {
+            let mut spans: Vec<(u64, u64)> = Vec::new();
+            for i in (0..batch.len()).filter(|&i| seeded[i]) {
+                let (s, e) = run(i);
+                spans.push((s, e));
+                // The stored extents the run overlaps, and the one ending where it starts (chunking goes on from
+                // that extent's start, so appends keep their cut points).
+                spans.extend(
+                    old.values()
+                        .filter(|x| x.end() >= s && x.offset < e)
+                        .map(|x| (x.offset, x.end())),
+                );
             }
-        }
-        let mut pieces: Vec<(u64, Arc<Vec<u8>>, usize, usize)> = Vec::new(); // (file offset, region buf, start, len)
-        for (rs, re) in regions {
+            spans.sort_unstable();
+            let mut regions: Vec<(u64, u64)> = Vec::new();
+            for (s, e) in spans {
+                match regions.last_mut() {
+                    Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                    _ => regions.push((s, e)),
+                }
+            }
+            let mut grew = false;
+            for (i, seed) in seeded.iter_mut().enumerate() {
+                let (s, e) = run(i);
+                if !*seed && regions.iter().any(|&(rs, re)| s < re && e > rs) {
+                    *seed = true;
+                    grew = true;
+                }
+            }
+            if !grew {
+                break regions;
+            }
+        };
+        let in_region = |x: &Extent| {
+            regions
+                .iter()
+                .any(|&(rs, re)| x.offset >= rs && x.end() <= re)
+        };
+
+        // (buffer, start, len) of every chunk to store, and the extents that will name them.
+        let mut pieces: Vec<(Arc<Vec<u8>>, usize, usize)> = Vec::new();
+        let mut extents: Vec<(Extent, usize)> = Vec::new(); // (extent, piece index; chunk id filled in below)
+        for &(rs, re) in &regions {
             let mut buf = vec![0u8; (re - rs) as usize];
             for e in old.values().filter(|e| e.offset >= rs && e.end() <= re) {
                 let data = self.chunk(&e.chunk)?;
@@ -597,29 +647,86 @@ impl Fs {
                     })?;
                 cache::overlay_ranges(std::iter::once((e.offset, piece)), rs, &mut buf);
             }
-            cache::overlay_ranges(batch.iter().map(|(s, d)| (*s, d.as_slice())), rs, &mut buf);
+            let inside = (0..batch.len())
+                .filter(|&i| seeded[i])
+                .map(|i| (batch[i].0, batch[i].1.as_slice()));
+            cache::overlay_ranges(inside, rs, &mut buf);
             let buf = Arc::new(buf);
             let mut at = 0usize;
             for len in self.chunks.chunk_lengths(&buf) {
-                pieces.push((rs + at as u64, buf.clone(), at, len));
+                // All-zero pieces become holes: sparse data costs nothing.
+                if buf[at..at + len].iter().any(|&x| x != 0) {
+                    extents.push((
+                        Extent {
+                            offset: rs + at as u64,
+                            chunk: ChunkId([0; 32]),
+                            chunk_offset: 0,
+                            len: len as u32,
+                        },
+                        pieces.len(),
+                    ));
+                    pieces.push((buf.clone(), at, len));
+                }
                 at += len;
             }
         }
-        // All-zero pieces become holes: sparse data costs nothing.
-        pieces.retain(|(_, b, s, l)| b[*s..s + l].iter().any(|&x| x != 0));
+
+        // Patches: the small runs outside every region, packed in file order into chunks of at most `max_chunk`.
+        let small: Vec<usize> = (0..batch.len()).filter(|&i| !seeded[i]).collect();
+        let mut patch: Vec<u8> = Vec::new();
+        let mut patch_extents: Vec<Extent> = Vec::new();
+        let mut flush_patch = |patch: &mut Vec<u8>, pe: &mut Vec<Extent>| {
+            if patch.is_empty() {
+                return;
+            }
+            let idx = pieces.len();
+            let len = patch.len();
+            pieces.push((Arc::new(std::mem::take(patch)), 0, len));
+            extents.extend(pe.drain(..).map(|e| (e, idx)));
+        };
+        for &i in &small {
+            let (s, d) = &batch[i];
+            if patch.len() + d.len() > max_chunk {
+                flush_patch(&mut patch, &mut patch_extents);
+            }
+            patch_extents.push(Extent {
+                offset: *s,
+                chunk: ChunkId([0; 32]),
+                chunk_offset: patch.len() as u32,
+                len: d.len() as u32,
+            });
+            patch.extend_from_slice(d);
+        }
+        flush_patch(&mut patch, &mut patch_extents);
+
+        // Stored extents outside the regions stay, minus the parts the patches now cover.
+        let mut kept: Vec<Extent> = Vec::new();
+        for x in old.values().filter(|x| !in_region(x)) {
+            let mut pos = x.offset;
+            for (s, e) in small
+                .iter()
+                .map(|&i| run(i))
+                .filter(|&(s, e)| s < x.end() && e > x.offset)
+            {
+                if s > pos {
+                    kept.push(sub_extent(x, pos, s));
+                }
+                pos = pos.max(e);
+            }
+            if pos < x.end() {
+                kept.push(sub_extent(x, pos, x.end()));
+            }
+        }
+
         let ids: Vec<ChunkId> = pieces
             .iter()
-            .map(|(_, b, s, l)| self.chunks.chunk_id(&b[*s..s + l]))
+            .map(|(b, s, l)| self.chunks.chunk_id(&b[*s..s + l]))
             .collect();
-        let mut extents = Vec::with_capacity(pieces.len());
-        for ((off, _, _, len), id) in pieces.iter().zip(&ids) {
-            extents.push(Extent {
-                offset: *off,
-                chunk: *id,
-                chunk_offset: 0,
-                len: *len as u32,
-            });
-        }
+        let mut out: Vec<Extent> = extents
+            .into_iter()
+            .map(|(e, p)| Extent { chunk: ids[p], ..e })
+            .collect();
+        out.extend(kept);
         // Which chunks are new? The put gate (held by our caller) keeps a known chunk from being freed meanwhile.
         let mut todo: Vec<usize> = Vec::new();
         {
@@ -637,8 +744,7 @@ impl Fs {
             &self.metrics.chunks_deduplicated,
             (ids.len() - todo.len()) as u64,
         );
-        let results: Vec<Mutex<Option<Result<(u64, [u8; 32])>>>> =
-            todo.iter().map(|_| Mutex::new(None)).collect();
+        let results: Vec<Slot> = todo.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -650,7 +756,7 @@ impl Fs {
                 s.spawn(|| loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = todo.get(k) else { break };
-                    let (_, b, st, l) = &pieces[i];
+                    let (b, st, l) = &pieces[i];
                     *results[k].lock() = Some(self.chunks.put_stripe(&ids[i], &b[*st..st + l]));
                 });
             }
@@ -660,14 +766,13 @@ impl Fs {
             let (stored, stripe) = results[k].lock().take().expect("every job ran")?;
             new_chunks.push(NewChunk {
                 id: ids[i],
-                len: pieces[i].3 as u64,
+                len: pieces[i].2 as u64,
                 stored,
                 stripe,
             });
         }
-        Ok((extents, new_chunks))
+        Ok((out, new_chunks))
     }
-
     /// Swaps a flushed region's old extents for the new ones in one metadata transaction.
     fn commit_flush(
         &self,
@@ -702,6 +807,19 @@ impl Fs {
         self.finish_grouped(g, tx)
     }
 }
+
+/// The part `[from, to)` of the file range an extent covers.
+fn sub_extent(x: &Extent, from: u64, to: u64) -> Extent {
+    Extent {
+        offset: from,
+        chunk: x.chunk,
+        chunk_offset: x.chunk_offset + (from - x.offset) as u32,
+        len: (to - from) as u32,
+    }
+}
+
+/// Dirty runs at most this long (and at most a quarter of the largest chunk) are stored as patches, not re-chunked.
+const PATCH_MAX: usize = 64 << 10;
 
 /// A chunk a flush just stored: its id, plaintext length, bytes on disks and stripe hash.
 pub(crate) struct NewChunk {

@@ -210,11 +210,14 @@ pub const PERSISTED_DISK_COUNTERS: [&str; 3] = ["errors", "repairs", "degraded_r
 /// How long a usage figure (a walk over every inode) is reused by metrics.
 const USAGE_TTL: Duration = Duration::from_secs(10);
 
-/// Read-ahead of whole chunks: ids queued by readers, fetched into the read cache by two background threads.
+/// Read-ahead of whole chunks: ids queued by readers, fetched into the read cache by background threads.
 struct Prefetch {
     tx: Mutex<std::sync::mpsc::Sender<ChunkId>>,
     rx: Arc<Mutex<std::sync::mpsc::Receiver<ChunkId>>>,
     queued: Mutex<std::collections::HashSet<ChunkId>>,
+    /// Signalled (with `queued`'s lock) whenever a queued chunk is done, so a reader that needs a chunk being
+    /// fetched waits for it instead of reading it a second time.
+    done: parking_lot::Condvar,
 }
 
 /// Where metadata snapshots stand: when the last was taken and the chunks of the last two.
@@ -225,6 +228,10 @@ struct SnapshotState {
     current: Option<ChunkId>,
     previous: Option<ChunkId>,
 }
+
+/// Background read-ahead threads, and how many chunks past a sequential read they fetch.
+const PREFETCH_THREADS: usize = 3;
+pub(crate) const PREFETCH_CHUNKS: usize = 4;
 
 /// Largest file offset accepted.
 const MAX_FILE_SIZE: u64 = 1 << 60;
@@ -426,6 +433,7 @@ impl Fs {
                 tx: Mutex::new(ptx),
                 rx: Arc::new(Mutex::new(prx)),
                 queued: Mutex::new(std::collections::HashSet::new()),
+                done: parking_lot::Condvar::new(),
             },
             metrics,
             meta_reader,
@@ -435,7 +443,7 @@ impl Fs {
                 written: Vec::new(),
             }),
         });
-        for i in 0..2 {
+        for i in 0..PREFETCH_THREADS {
             let weak = Arc::downgrade(&fs);
             let rx = fs.prefetch.rx.clone();
             let t = std::thread::Builder::new()
@@ -811,6 +819,7 @@ fn prefetch_loop(fs: std::sync::Weak<Fs>, rx: Arc<Mutex<std::sync::mpsc::Receive
             }
         }
         f.prefetch.queued.lock().remove(&id);
+        f.prefetch.done.notify_all();
     }
 }
 
