@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
 
+mod docs;
 mod maint;
 
 /// Exit codes. Scripts and `mount(8)` see these; they are documented in README.md.
@@ -79,9 +80,20 @@ impl Failure {
 
 type Outcome = Result<(), Failure>;
 
-/// valencefs: an encrypted, deduplicating, erasure-coded FUSE filesystem over directory-backed disks.
+/// Encrypted, deduplicating, erasure-coded FUSE filesystem over directory-backed disks.
+///
+/// valencefs keeps files on several ordinary directories ("disks": other drives, USB sticks, network mounts) so that
+/// any M of them can die, vanish or rot and every file still reads back. Files are cut into content-defined chunks,
+/// deduplicated, compressed, sealed with AES-256-GCM and spread over the disks with Reed-Solomon coding (K data + M
+/// parity shards). The disks only ever see ciphertext under opaque names; file names, sizes and the directory tree
+/// live in a local metadata database (the state directory) that is itself sealed onto the disks every 30 s.
+///
+/// A volume is described by a config file (see valencefs(5)), created by `valencefs init` and mounted by `valencefs
+/// mount` or, from /etc/fstab, by mount(8) through mount.valencefs(8). Commands that need the key read the passphrase
+/// from --passfile (mount: -o passfile=), else the environment variable VALENCEFS_PASSPHRASE, else a no-echo prompt
+/// on the terminal.
 #[derive(Parser, Debug)]
-#[command(name = "valencefs", version, about, long_about = None)]
+#[command(name = "valencefs", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -94,25 +106,33 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a volume over DISK directories and write its config FILE.
+    ///
+    /// Writes a random master key, wrapped under the passphrase (Argon2id) in a header on every disk, and the config
+    /// file naming the disks, the state directory, the redundancy and the cache budget. Refuses to overwrite an
+    /// existing config or to use fewer than K+M disks.
     Init {
         /// Config file to write (refuses to overwrite).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// personal (3+2), minimal (2+1), federation (5+4), paranoid (7+8) or K+M.
-        #[arg(long, default_value = "personal")]
+        #[arg(long, value_name = "PRESET", default_value = "personal")]
         redundancy: String,
         /// Read the passphrase from this file (one trailing newline is stripped).
         #[arg(long, value_name = "F")]
         passfile: Option<PathBuf>,
-        /// State directory (metadata database, lock, log). Default: /var/lib/valencefs/NAME as root.
+        /// State directory (metadata database, lock, log). Default: /var/lib/valencefs/NAME as root, else
+        /// $XDG_STATE_HOME/valencefs/NAME, NAME being the config file's name without extension.
         #[arg(long = "state", value_name = "DIR")]
         state: Option<PathBuf>,
-        /// zstd or none.
-        #[arg(long, default_value = "zstd")]
+        /// Chunk compression: zstd or none.
+        #[arg(long, value_name = "ALGO", default_value = "zstd")]
         compression: String,
-        /// Write-back cache budget, e.g. 256M.
-        #[arg(long, default_value = "256M")]
+        /// Write-back cache budget: bytes, or a size such as 256M or 1G.
+        #[arg(long, value_name = "SIZE", default_value = "256M")]
         cache_size: String,
+        /// Average chunk size, a power of two from 4K to 4M (default 1M; min is 1/4, max 4x). Fixed for the volume.
+        #[arg(long, value_name = "SIZE")]
+        chunk_size: Option<String>,
         /// Weak, fast key derivation. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1).
         #[arg(long, hide = true)]
         kdf_fast: bool,
@@ -121,6 +141,10 @@ pub enum Command {
         disks: Vec<PathBuf>,
     },
     /// Mount a volume; daemonizes once the mount is live unless -f.
+    ///
+    /// Returns once the mount is live and keeps serving it from a background daemon that logs to
+    /// STATE_DIR/valencefs.log. A second mount of the same volume waits up to 10 s for a previous daemon to finish
+    /// flushing, then refuses. Mount options are listed in valencefs(5).
     Mount {
         /// Stay in the foreground (logs to stderr; Ctrl-C or SIGTERM unmounts cleanly).
         #[arg(short = 'f')]
@@ -133,18 +157,35 @@ pub enum Command {
         /// The volume's config file.
         #[arg(value_name = "FILE")]
         config: PathBuf,
+        /// Existing directory to mount on.
+        #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
     },
     /// Unmount; returns once everything is flushed and durable and the daemon has exited.
-    Umount { mountpoint: PathBuf },
+    ///
+    /// Unlike umount(8) or fusermount3 -u, waits for the daemon's final flush and commit, so the volume can be
+    /// remounted or its disks unplugged right after it returns. Also clears a dead mount whose daemon is gone.
+    Umount {
+        /// Where the volume is mounted.
+        #[arg(value_name = "MOUNTPOINT")]
+        mountpoint: PathBuf,
+    },
     /// Disks, health, redundancy and mount state of a volume.
+    ///
+    /// Needs no passphrase: reads the config and the disk headers, counts shards and free space.
     Status {
+        /// The volume's config file.
         #[arg(value_name = "FILE")]
         config: PathBuf,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Live counters of a mounted volume: operations, latencies, cache, per-disk shard I/O, errors and repairs.
+    ///
+    /// Asks the daemon on the socket in the volume's state directory (STATE_DIR/stats.sock, found from the mount
+    /// table as umount finds the daemon), so no mount option is needed. Mounting with -o metrics=IP:PORT serves the
+    /// same counters to Prometheus.
     Stats {
         mountpoint: PathBuf,
         /// Machine-readable output.
@@ -154,8 +195,11 @@ pub enum Command {
         #[arg(long, conflicts_with = "json")]
         prometheus: bool,
     },
-    /// Change the passphrase of a volume.
+    /// Change the passphrase of a volume (while unmounted).
+    ///
+    /// Rewrites only the keyslot in each disk header; no data is re-encrypted.
     Passwd {
+        /// The volume's config file.
         #[arg(value_name = "FILE")]
         config: PathBuf,
         /// Current passphrase from this file (else VALENCEFS_PASSPHRASE, else a prompt).
@@ -168,6 +212,7 @@ pub enum Command {
     /// Verify every shard's checksum on every disk (no passphrase needed unless --repair); resumes where it stopped.
     /// Exit 0 clean, 1 bad shards left, 4 data unrecoverable.
     Scrub {
+        /// The volume's config file.
         #[arg(value_name = "FILE")]
         config: PathBuf,
         /// Rebuild bad or missing shards (needs the passphrase and an unmounted volume).
@@ -188,13 +233,16 @@ pub enum Command {
         /// Start from the beginning instead of resuming an interrupted scrub.
         #[arg(long)]
         restart: bool,
+        /// Print a JSON report instead of text.
         #[arg(long)]
         json: bool,
+        /// Read the passphrase from this file (only --repair needs it).
         #[arg(long, value_name = "F")]
         passfile: Option<PathBuf>,
     },
     /// Check metadata consistency; exit codes as fsck(8): 0 clean, 1 corrected, 4 errors left, 8 operational error.
     Fsck {
+        /// The volume's config file.
         #[arg(value_name = "FILE")]
         config: PathBuf,
         /// Fix what can be fixed; unreachable files go to /lost+found, nothing is deleted.
@@ -203,17 +251,22 @@ pub enum Command {
         /// Also check that every referenced chunk has all its shards (needs the passphrase).
         #[arg(long)]
         shards: bool,
+        /// Print a JSON report instead of text.
         #[arg(long)]
         json: bool,
+        /// Read the passphrase from this file.
         #[arg(long, value_name = "F")]
         passfile: Option<PathBuf>,
     },
     /// Free chunks no metadata references (crash leftovers, deleted data). Refuses a mounted volume.
     Gc {
+        /// The volume's config file.
         #[arg(value_name = "FILE")]
         config: PathBuf,
+        /// Print a JSON report instead of text.
         #[arg(long)]
         json: bool,
+        /// Read the passphrase from this file.
         #[arg(long, value_name = "F")]
         passfile: Option<PathBuf>,
     },
@@ -223,6 +276,10 @@ pub enum Command {
         command: DiskCommand,
     },
     /// Rebuild a lost state directory and config file from the disks and the passphrase alone.
+    ///
+    /// Picks the newest metadata snapshot generation that reads back verified (falling back to the previous one),
+    /// writes the state directory and a new config, and refuses to overwrite existing ones. Changes made after the
+    /// last snapshot (at most about 30 s of metadata; nothing after a clean unmount) are lost.
     Recover {
         /// Config file to write (refuses to overwrite).
         #[arg(long, value_name = "FILE")]
@@ -238,12 +295,25 @@ pub enum Command {
         disks: Vec<PathBuf>,
     },
     /// Create (first run) and mount a personal 3+2 volume over five directory disks under a default data directory.
+    ///
+    /// The data directory gets disk1..disk5, state/, volume.toml and a generated passphrase file (mode 0600; keep a
+    /// copy elsewhere). Running it again finds the volume and mounts it, or says it is already mounted.
     Quickstart {
+        /// Existing directory to mount on.
+        #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
         /// Where the disks, state and passfile live (default: /var/lib/valencefs/quickstart as root,
         /// else $XDG_DATA_HOME/valencefs/quickstart).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+    },
+    /// Write man pages or shell completions generated from this command line.
+    ///
+    /// The Debian package runs this at build time; use it for a shell the package ships no completions for, or to
+    /// refresh man/ after changing a help text (`cargo run -- generate man man/`).
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
     },
 }
 
@@ -252,17 +322,83 @@ pub enum DiskCommand {
     /// Rebuild every shard of disk OLD (dead, missing or emptied) onto the empty directory NEW, then use NEW in the
     /// config. Restartable; the volume stays readable meanwhile.
     Replace {
+        /// The volume's config file.
         #[arg(value_name = "FILE")]
         config: PathBuf,
+        /// The disk directory to replace, as written in the config.
         #[arg(value_name = "OLD")]
         old: PathBuf,
+        /// An empty (or missing) directory to rebuild onto.
         #[arg(value_name = "NEW")]
         new: PathBuf,
+        /// Print a JSON report instead of text.
         #[arg(long)]
         json: bool,
+        /// Read the passphrase from this file.
         #[arg(long, value_name = "F")]
         passfile: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerateCommand {
+    /// Write valencefs.8, mount.valencefs.8 and one page per subcommand into DIR.
+    Man {
+        /// Directory to write into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Write the completion script for SHELL into DIR (valencefs.bash, _valencefs, valencefs.fish, ...).
+    Completions {
+        /// The shell to write a completion script for.
+        shell: clap_complete::Shell,
+        /// Directory to write into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// Mount a valencefs volume for mount(8): /etc/fstab lines and `mount -t valencefs`.
+///
+/// mount(8) runs /sbin/mount.valencefs for file systems of type valencefs (the valencefs binary answers to this name
+/// through a symlink). It parses the mount options, checks the config, mount point and passphrase, mounts, and
+/// returns once the mount is live; a background daemon keeps serving it (log: STATE_DIR/valencefs.log). Errors (bad
+/// option, wrong passphrase, missing disks, already mounted) are one line on stderr and a non-zero exit code.
+///
+/// Options that fstab, systemd and mount(8) use for themselves (_netdev, nofail, noauto, auto, user, users, owner,
+/// group, defaults, comment=, x-systemd.*, x-*) are accepted and ignored; any other unknown option is refused (exit
+/// 2) unless -s is given. The full option list is in valencefs(5).
+///
+/// Example /etc/fstab line:
+///
+/// /etc/valencefs/photos.toml /mnt/photos valencefs passfile=/etc/valencefs/photos.pass,_netdev,nofail,x-systemd.automount 0 0
+#[derive(Parser, Debug)]
+#[command(name = "mount.valencefs", version)]
+pub struct HelperCli {
+    /// The volume's config file (the first fstab field).
+    #[arg(value_name = "FILE")]
+    pub config: String,
+    /// Where to mount (the second fstab field).
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: String,
+    /// Mount options, comma-separated; may be repeated (see valencefs(5)).
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Sloppy: drop unknown mount options with a warning instead of failing.
+    #[arg(short = 's')]
+    pub sloppy: bool,
+    /// Fake: do every check (config, mount point, passphrase, options) but mount nothing.
+    #[arg(short = 'f')]
+    pub fake: bool,
+    /// Accepted and ignored (mount(8) does the mtab bookkeeping).
+    #[arg(short = 'n')]
+    pub no_mtab: bool,
+    /// Accepted and ignored.
+    #[arg(short = 'v')]
+    pub verbose: bool,
+    /// File system type as mount(8) passes it (valencefs); ignored.
+    #[arg(short = 't', value_name = "TYPE")]
+    pub fstype: Option<String>,
 }
 
 /// What the process was asked to do: the `valencefs` CLI, or `mount.valencefs` called by mount(8).
@@ -292,46 +428,35 @@ pub fn parse() -> Invocation {
 
 /// `mount.valencefs FILE MOUNTPOINT [-sfnv] [-o OPTS] [-t TYPE]`, as mount(8) calls helpers. `-f` is mount(8)'s
 /// "fake" (check, mount nothing), `-s` is sloppy (unknown options are dropped with a warning), `-n` and `-v` are
-/// accepted and ignored.
+/// accepted and ignored. `--help` and `--version` print and exit 0.
 pub fn parse_helper(args: &[String]) -> Result<MountRequest, Failure> {
-    let usage = |m: &str| {
-        Failure::new(
-            Code::Usage,
-            format!("{m}; usage: mount.valencefs FILE MOUNTPOINT [-sfnv] [-o OPTS]"),
-        )
-    };
-    let (mut positional, mut lists, mut fake, mut sloppy) = (vec![], vec![], false, false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if let Some(v) = a.strip_prefix("-o") {
-            let v = if v.is_empty() {
-                it.next().ok_or_else(|| usage("-o needs a value"))?.clone()
-            } else {
-                v.to_string()
-            };
-            lists.push(v);
-        } else if let Some(v) = a.strip_prefix("-t") {
-            if v.is_empty() {
-                it.next().ok_or_else(|| usage("-t needs a value"))?;
-            }
-        } else if a.len() > 1 && a.starts_with('-') && !a.starts_with("--") {
-            for c in a[1..].chars() {
-                match c {
-                    'f' => fake = true,
-                    's' => sloppy = true,
-                    'n' | 'v' => {}
-                    _ => return Err(usage(&format!("unknown flag -{c}"))),
-                }
-            }
-        } else {
-            positional.push(a.clone());
+    use clap::error::ErrorKind;
+    let argv = std::iter::once("mount.valencefs").chain(args.iter().map(String::as_str));
+    let h = match HelperCli::try_parse_from(argv) {
+        Ok(h) => h,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
         }
-    }
-    let [config, mountpoint] = <[String; 2]>::try_from(positional)
-        .map_err(|_| usage("expected exactly FILE and MOUNTPOINT"))?;
-    let opts = if sloppy {
+        Err(e) => {
+            // clap's first paragraph ("error: ..."), on one line and without its usage block: mount(8) shows
+            // helper errors verbatim.
+            let rendered = e.render().to_string();
+            let para: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let msg = para.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            return Err(Failure::new(
+                Code::Usage,
+                format!("{msg}; usage: mount.valencefs FILE MOUNTPOINT [-sfnv] [-o OPTS]"),
+            ));
+        }
+    };
+    let opts = if h.sloppy {
         let mut kept = vec![];
-        for o in lists.iter().flat_map(|l| l.split(',')) {
+        for o in h.options.iter().flat_map(|l| l.split(',')) {
             match MountOpts::parse([o]) {
                 Ok(_) => kept.push(o.to_string()),
                 Err(e) => eprintln!("mount.valencefs: ignoring: {e}"),
@@ -339,15 +464,15 @@ pub fn parse_helper(args: &[String]) -> Result<MountRequest, Failure> {
         }
         MountOpts::parse(kept.iter().map(String::as_str))
     } else {
-        MountOpts::parse(lists.iter().map(String::as_str))
+        MountOpts::parse(h.options.iter().map(String::as_str))
     }
     .map_err(|e| Failure::new(Code::Usage, e))?;
     Ok(MountRequest {
-        config: config.into(),
-        mountpoint: mountpoint.into(),
+        config: h.config.into(),
+        mountpoint: h.mountpoint.into(),
         opts,
         foreground: false,
-        fake,
+        fake: h.fake,
         daemon_child: false,
     })
 }
@@ -415,6 +540,7 @@ fn dispatch(cmd: Command) -> Outcome {
             state,
             compression,
             cache_size,
+            chunk_size,
             kdf_fast,
             disks,
         } => {
@@ -430,6 +556,7 @@ fn dispatch(cmd: Command) -> Outcome {
                 redundancy,
                 compression,
                 cache_size: Size::Text(cache_size),
+                chunk_size: chunk_size.map(Size::Text),
                 passphrase: &pass,
                 insecure_fast_kdf: kdf_fast
                     || std::env::var_os("VALENCEFS_INSECURE_FAST_KDF").is_some_and(|v| v == "1"),
@@ -574,6 +701,11 @@ fn dispatch(cmd: Command) -> Outcome {
                     passfile,
                 },
         } => maint::replace_cmd(&config, &old, &new, json, passfile.as_deref()),
+        Command::Generate { what } => match what {
+            GenerateCommand::Man { dir } => docs::man_pages(&dir),
+            GenerateCommand::Completions { shell, dir } => docs::completions(shell, &dir),
+        }
+        .map_err(|e| Failure::new(Code::Failure, e)),
     }
 }
 

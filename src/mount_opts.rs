@@ -26,7 +26,7 @@ pub struct MountOpts {
 }
 
 /// Options that fstab, systemd or mount(8) add and a helper must accept and ignore.
-const IGNORED: &[&str] = &[
+pub const IGNORED: &[&str] = &[
     "_netdev",
     "nofail",
     "noauto",
@@ -96,8 +96,9 @@ impl MountOpts {
             ("writeback_cache", None) => self.writeback_cache = true,
             (k, _) if k.starts_with("x-systemd.") || k.starts_with("x-") => {}
             (k, None) if IGNORED.contains(&k) => {}
-            // fstab `user`-style options and `comment=` may carry values.
-            ("comment", Some(_)) | ("uid", Some(_)) | ("gid", Some(_)) => {}
+            // fstab `user`-style options and `comment=` may carry values; for a user mount of a `user` fstab line
+            // libmount records (and may pass on) `user=NAME`.
+            ("comment" | "uid" | "gid" | "user", Some(_)) => {}
             ("passfile" | "cache_size" | "workers" | "metrics" | "log", _) => {
                 return Err(format!("mount option {key} needs a value ({key}=...)"))
             }
@@ -149,7 +150,7 @@ mod tests {
     #[test]
     fn accepts_fstab_noise_and_honours_known_options() {
         let o = MountOpts::parse([
-            "rw,_netdev,nofail,x-systemd.automount,x-systemd.idle-timeout=60,defaults",
+            "rw,_netdev,nofail,x-systemd.automount,x-systemd.idle-timeout=60,defaults,user=alice",
             "passfile=/etc/p,cache_size=64M,allow_other,noatime,sync,ro",
         ])
         .unwrap();

@@ -37,6 +37,7 @@ pub fn run(mountpoint: &Path, data_dir: Option<PathBuf>) -> Result<(), Failure> 
             redundancy: "personal".into(),
             compression: "zstd".into(),
             cache_size: Size::Text("256M".into()),
+            chunk_size: None,
             passphrase: &pass,
             insecure_fast_kdf: std::env::var_os("VALENCEFS_INSECURE_FAST_KDF")
                 .is_some_and(|v| v == "1"),

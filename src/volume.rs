@@ -2,7 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::fs::{Chunks, Fs, FsOptions};
-use crate::store::{open_dir_disk, CreateOptions, Disk, KdfParams, Redundancy, Store};
+use crate::store::{
+    open_dir_disk, ChunkerParams, CreateOptions, Disk, KdfParams, Redundancy, Store,
+};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -119,6 +121,8 @@ pub struct InitRequest<'a> {
     pub redundancy: String,
     pub compression: String,
     pub cache_size: Size,
+    /// Average FastCDC chunk size (min = avg/4, max = 4×avg); `None` for the default.
+    pub chunk_size: Option<Size>,
     pub passphrase: &'a [u8],
     /// Weak, fast key derivation, for tests only.
     pub insecure_fast_kdf: bool,
@@ -144,6 +148,13 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
         compression: req.compression.clone(),
     };
     cfg.validate()?;
+    let chunker = match &req.chunk_size {
+        Some(s) => ChunkerParams::with_avg(s.bytes()?).map_err(|e| match e {
+            Error::Format(m) => Error::Volume(m),
+            e => e,
+        })?,
+        None => ChunkerParams::default(),
+    };
     for d in &cfg.disks {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d.display(), e))?;
     }
@@ -156,7 +167,7 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
         } else {
             KdfParams::default()
         },
-        ..CreateOptions::default()
+        chunker,
     };
     Store::create(disks(&cfg), &opts, req.passphrase)?;
     cfg.write_new(req.config_path)?;

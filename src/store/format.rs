@@ -155,6 +155,24 @@ impl Default for ChunkerParams {
 }
 
 impl ChunkerParams {
+    /// The sizes for an average of `avg` bytes: min = avg/4, max = 4×avg (the default's proportions). `avg` must be
+    /// a power of two from 4 KiB to 4 MiB (FastCDC's masks assume powers of two).
+    pub fn with_avg(avg: u64) -> Result<ChunkerParams> {
+        if !avg.is_power_of_two() || !(4096..=4 << 20).contains(&avg) {
+            return Err(Error::Format(format!(
+                "chunk size {avg} must be a power of two from 4K to 4M (e.g. 64K, 1M)"
+            )));
+        }
+        let avg = avg as u32;
+        let p = ChunkerParams {
+            min: avg / 4,
+            avg,
+            max: avg * 4,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
     /// Checks the limits the fastcdc crate asserts on, so a bad header is an error and not a panic.
     pub fn validate(&self) -> Result<()> {
         let ok = (64..=1_048_576).contains(&self.min)
@@ -412,6 +430,21 @@ pub fn parse_shard_name(name: &str) -> Option<([u8; 32], usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_size_option_keeps_proportions_and_refuses_odd_sizes() {
+        let p = ChunkerParams::with_avg(64 << 10).unwrap();
+        assert_eq!((p.min, p.avg, p.max), (16 << 10, 64 << 10, 256 << 10));
+        let p = ChunkerParams::with_avg(4 << 20).unwrap();
+        assert_eq!((p.min, p.max), (1 << 20, 16 << 20));
+        assert_eq!(
+            ChunkerParams::with_avg(1 << 20).unwrap(),
+            ChunkerParams::default()
+        );
+        for bad in [0, 3072, 2048, 96 << 10, 8 << 20, u64::MAX] {
+            assert!(ChunkerParams::with_avg(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn header_sizes_match_the_format_doc() {
