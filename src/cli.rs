@@ -97,6 +97,10 @@ type Outcome = Result<(), Failure>;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log level: off, error, warn, info, debug or trace (else VALENCEFS_LOG; default info for mount, warn
+    /// otherwise). For mount, -o log=LEVEL wins.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,6 +184,20 @@ pub enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Live counters of a mounted volume: operations, latencies, cache, per-disk shard I/O, errors and repairs.
+    ///
+    /// Asks the daemon on the socket in the volume's state directory (STATE_DIR/stats.sock, found from the mount
+    /// table as umount finds the daemon), so no mount option is needed. Mounting with -o metrics=IP:PORT serves the
+    /// same counters to Prometheus.
+    Stats {
+        mountpoint: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Prometheus text format (what -o metrics= serves).
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
     },
     /// Change the passphrase of a volume (while unmounted).
     ///
@@ -467,7 +485,10 @@ pub fn parse_helper(args: &[String]) -> Result<MountRequest, Failure> {
 pub fn run(inv: Invocation) -> ExitCode {
     let (prog, result) = match inv {
         Invocation::Helper(req) => ("mount.valencefs", req.and_then(|r| daemon::mount(&r))),
-        Invocation::Cli(cli) => ("valencefs", dispatch(cli.command)),
+        Invocation::Cli(cli) => (
+            "valencefs",
+            init_logging(&cli).and_then(|()| dispatch(cli.command)),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -476,6 +497,42 @@ pub fn run(inv: Invocation) -> ExitCode {
             ExitCode::from(f.code as u8)
         }
     }
+}
+
+/// Installs the logger for this command: info for `mount` (to syslog and the log file when daemonized), warn
+/// for the rest, on stderr. Level: `-o log=`, else `--log-level`, else `VALENCEFS_LOG`.
+fn init_logging(cli: &Cli) -> Outcome {
+    use crate::logging::{self, Dest};
+    use tracing_subscriber::filter::LevelFilter;
+    let mut level = match &cli.log_level {
+        Some(l) => {
+            let parsed = logging::parse_level(l).map_err(|e| Failure::new(Code::Usage, e))?;
+            // A daemon started by this command inherits it.
+            std::env::set_var(logging::ENV, l);
+            Some(parsed)
+        }
+        None => None,
+    };
+    let (mut default, mut dest) = (LevelFilter::WARN, Dest::Stderr);
+    if let Command::Mount {
+        options,
+        daemon_child,
+        ..
+    } = &cli.command
+    {
+        default = LevelFilter::INFO;
+        if *daemon_child {
+            dest = Dest::Daemon;
+        }
+        // A bad option list is reported by `mount` itself.
+        if let Ok(MountOpts { log: Some(l), .. }) =
+            MountOpts::parse(options.iter().map(String::as_str))
+        {
+            level = logging::parse_level(&l).ok();
+        }
+    }
+    logging::init(level, default, dest);
+    Ok(())
 }
 
 fn dispatch(cmd: Command) -> Outcome {
@@ -571,6 +628,11 @@ fn dispatch(cmd: Command) -> Outcome {
             Ok(())
         }
         Command::Status { config, json } => status(&config, json),
+        Command::Stats {
+            mountpoint,
+            json,
+            prometheus,
+        } => stats(&mountpoint, json, prometheus),
         Command::Passwd {
             config,
             passfile,
@@ -745,7 +807,21 @@ fn status(config: &Path, json: bool) -> Outcome {
     let source = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     let mountpoint = mounts_of(&source.display().to_string());
     // The keyless report (disk headers, shard counts, space; usage when not mounted). Absent if no disk is readable.
-    let report = maint::status_report(&cfg);
+    let mut report = maint::status_report(&cfg);
+    // While mounted the daemon holds the metadata database: ask it for the per-disk counters instead.
+    if let (Some(r), Some(_)) = (&mut report, pid) {
+        if let Ok(live) = crate::stats_server::query(&cfg.state_dir) {
+            let disks = live.store.map(|s| s.disks).unwrap_or_default();
+            for (d, l) in r.disks.iter_mut().zip(disks) {
+                d.errors = l.counts.errors;
+                if let Some(t) = l.lifetime {
+                    d.errors_seen.get_or_insert(t.errors_seen);
+                    d.repaired.get_or_insert(t.repaired);
+                    d.degraded_reads.get_or_insert(t.degraded_reads);
+                }
+            }
+        }
+    }
     if json {
         let mut v = serde_json::json!({
             "config": source,
@@ -798,12 +874,16 @@ fn status(config: &Path, json: bool) -> Outcome {
                     })
                 };
                 println!(
-                    "  #{} {:<10} {} shards, {} GiB free of {}",
+                    "  #{} {:<10} {} shards, {} GiB free of {}{}",
                     d.index,
                     d.state,
                     d.shards.map_or("-".into(), |n| n.to_string()),
                     gib(d.free_bytes),
-                    gib(d.total_bytes)
+                    gib(d.total_bytes),
+                    match (d.errors_seen, d.repaired) {
+                        (Some(e), Some(r)) => format!("; {e} errors seen, {r} shards repaired"),
+                        _ => String::new(),
+                    }
                 );
             }
             println!("{}", r.summary());
@@ -814,6 +894,49 @@ fn status(config: &Path, json: bool) -> Outcome {
             (None, Some(pid)) => println!("daemon      pid {pid} (not mounted; flushing?)"),
             _ => println!("mounted     no"),
         }
+    }
+    Ok(())
+}
+
+/// `valencefs stats MOUNTPOINT`: asks the daemon through the socket in its state directory (found through the
+/// mount table's source, the config file, exactly as `umount` finds the daemon).
+fn stats(mountpoint: &Path, json: bool, prometheus: bool) -> Outcome {
+    let canon = std::fs::canonicalize(mountpoint)
+        .map_err(|e| Failure::new(Code::Mountpoint, format!("{}: {e}", mountpoint.display())))?;
+    let not_ours = |m: String| Failure::new(Code::NotMounted, m);
+    let (source, fstype) = daemon::mount_entry(&canon)
+        .ok_or_else(|| not_ours(format!("{} is not mounted", canon.display())))?;
+    let cfg = Config::load(Path::new(&source)).map_err(|e| {
+        if fstype == "fuse.valencefs" {
+            Failure::new(
+                Code::Config,
+                format!(
+                    "{} is mounted from {source}, which is unreadable: {e}",
+                    canon.display()
+                ),
+            )
+        } else {
+            not_ours(format!(
+                "{} is a {fstype} mount, not valencefs",
+                canon.display()
+            ))
+        }
+    })?;
+    let snap = crate::stats_server::query(&cfg.state_dir).map_err(|e| {
+        Failure::new(
+            Code::Failure,
+            format!("cannot reach the daemon serving {}: {e}", canon.display()),
+        )
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&snap).unwrap_or_default()
+        );
+    } else if prometheus {
+        print!("{}", crate::metrics::render_prometheus(&snap));
+    } else {
+        print!("{}", crate::metrics::render_table(&snap));
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::fs::FsOptions;
 use crate::fuse::{self, MountSettings};
 use crate::mount_opts::MountOpts;
+use crate::stats_server::StatsServer;
 use crate::volume::{self, Config, StateLock};
 use std::ffi::OsString;
 use std::fs::File;
@@ -284,6 +285,12 @@ fn opts_to_string(o: &MountOpts) -> String {
     if let Some(w) = o.workers {
         v.push(format!("workers={w}"));
     }
+    if let Some(a) = o.metrics {
+        v.push(format!("metrics={a}"));
+    }
+    if let Some(l) = &o.log {
+        v.push(format!("log={l}"));
+    }
     for (on, name) in [
         (o.allow_other, "allow_other"),
         (o.read_only, "ro"),
@@ -341,6 +348,14 @@ fn serve(
     };
     let fs = volume::open(cfg, &passphrase, fs_opts)?;
     drop(passphrase);
+    // Before the mount goes live, so that an unusable metrics address fails the mount with a clear message.
+    let stats = match StatsServer::start(&fs, &cfg.state_dir, mountpoint, opts.metrics) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs.shutdown();
+            return Err(Failure::new(Code::Failure, e));
+        }
+    };
     let settings = MountSettings {
         fsname: config_path.display().to_string(),
         allow_other: opts.allow_other,
@@ -353,6 +368,7 @@ fn serve(
     let mounted = match fuse::mount(std::sync::Arc::clone(&fs), mountpoint, &settings) {
         Ok(m) => m,
         Err(e) => {
+            drop(stats);
             let _ = fs.shutdown();
             return Err(Failure::new(
                 Code::Fuse,
@@ -378,33 +394,29 @@ fn serve(
             if unsafe { libc::sigwait(&sigset, &mut sig) } != 0 {
                 continue;
             }
-            eprintln!(
-                "{} valencefs: signal {sig}: unmounting {}",
-                stamp(),
-                mp.display()
-            );
+            tracing::info!("signal {sig}: unmounting {}", mp.display());
             if let Err(e) = fuse::unmount(&mp, false) {
-                eprintln!("{} valencefs: unmount: {e}; detaching lazily", stamp());
+                tracing::warn!("unmount: {e}; detaching lazily");
                 if let Err(e) = fuse::unmount(&mp, true) {
-                    eprintln!("{} valencefs: lazy unmount: {e}", stamp());
+                    tracing::error!("lazy unmount: {e}");
                 }
             }
         })
         .map_err(|e| Failure::new(Code::Failure, format!("signal thread: {e}")))?;
-    eprintln!(
-        "{} valencefs: {} mounted at {} (pid {})",
-        stamp(),
+    tracing::info!(
+        "{} mounted at {} (pid {})",
         config_path.display(),
         mountpoint.display(),
         std::process::id()
     );
     report("OK\n");
     let result = mounted.run();
+    drop(stats);
     // `run` ended with `Fs::shutdown` (flush + durable commit). Close the metadata database now, while the state
     // lock is still held, so the next mount never finds the database open by an exiting daemon.
     drop(fs);
     if let Err(e) = &result {
-        eprintln!("{} valencefs: shutdown after unmount failed: {e}", stamp());
+        tracing::error!("shutdown after unmount failed: {e}");
     }
     let verdict = match &result {
         Ok(()) => "ok\n".to_string(),
@@ -413,11 +425,7 @@ fn serve(
     let _ = std::fs::write(cfg.state_dir.join(LAST_UNMOUNT), verdict);
     match result {
         Ok(()) => {
-            eprintln!(
-                "{} valencefs: unmounted {} cleanly",
-                stamp(),
-                mountpoint.display()
-            );
+            tracing::info!("unmounted {} cleanly", mountpoint.display());
             Ok(())
         }
         Err(e) => Err(Failure::new(
@@ -425,30 +433,6 @@ fn serve(
             format!("shutdown after unmount failed: {e}"),
         )),
     }
-}
-
-/// UTC time for log lines, e.g. `2026-11-22T03:40:00Z`.
-fn stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// `valencefs umount`: unmount, then wait for the daemon to flush, commit and let go of the state directory.

@@ -14,6 +14,7 @@ mod pool;
 pub use mount::{mount, raise_readahead, unmount, MountSettings, Mounted};
 
 use crate::fs::{Attr, Ctx, FileKind, Fs, SetAttr, SetTime};
+use crate::metrics::{self, FsMetrics, OpTimer};
 use fuser::consts;
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
@@ -125,6 +126,17 @@ fn empty(reply: ReplyEmpty, r: crate::Result<()>) {
     }
 }
 
+/// Records a finished request in the core's metrics and passes its result on. A missing name or attribute
+/// (`ENOENT`, `ENODATA`) is an answer, not a failure: shells and `ls` ask for them all the time.
+fn done<T>(fs: &Fs, t: OpTimer, r: crate::Result<T>) -> crate::Result<T> {
+    let failed = r
+        .as_ref()
+        .err()
+        .is_some_and(|e| !matches!(e.errno(), libc::ENOENT | libc::ENODATA));
+    fs.metrics().finish(t, !failed);
+    r
+}
+
 /// Answers an xattr request: a size-0 probe gets the length, a too-small buffer gets ERANGE.
 fn xattr(reply: ReplyXattr, size: u32, r: crate::Result<Vec<u8>>) {
     match r {
@@ -161,7 +173,7 @@ impl Filesystem for Adapter {
         }
         for bit in (0..32).map(|i| 1u32 << i).filter(|b| wanted & b != 0) {
             if config.add_capabilities(bit).is_err() {
-                log::info!("kernel lacks FUSE capability {bit:#x}; continuing without it");
+                tracing::info!("kernel lacks FUSE capability {bit:#x}; continuing without it");
             }
         }
         Ok(())
@@ -180,15 +192,22 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        entry(reply, self.fs.lookup(&ctx(req), parent, name));
+        let t = OpTimer::start(const { metrics::op("lookup") });
+        entry(
+            reply,
+            done(&self.fs, t, self.fs.lookup(&ctx(req), parent, name)),
+        );
     }
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        let t = OpTimer::start(const { metrics::op("forget") });
         self.fs.forget(ino, nlookup);
+        self.fs.metrics().finish(t, true);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match self.fs.getattr(ino) {
+        let t = OpTimer::start(const { metrics::op("getattr") });
+        match done(&self.fs, t, self.fs.getattr(ino)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(e.errno()),
         }
@@ -212,6 +231,7 @@ impl Filesystem for Adapter {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
+        let t = OpTimer::start(const { metrics::op("setattr") });
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
             uid,
@@ -224,14 +244,15 @@ impl Filesystem for Adapter {
         };
         let ctx = ctx(req);
         // A size change may flush or drop chunks: off the session thread.
-        self.spawn(move |fs| match fs.setattr(&ctx, ino, &set) {
+        self.spawn(move |fs| match done(fs, t, fs.setattr(&ctx, ino, &set)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(e.errno()),
         });
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
-        match self.fs.readlink(ino) {
+        let t = OpTimer::start(const { metrics::op("readlink") });
+        match done(&self.fs, t, self.fs.readlink(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e.errno()),
         }
@@ -247,9 +268,14 @@ impl Filesystem for Adapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let t = OpTimer::start(const { metrics::op("mknod") });
         entry(
             reply,
-            self.fs.mknod(&ctx(req), parent, name, mode, umask, rdev),
+            done(
+                &self.fs,
+                t,
+                self.fs.mknod(&ctx(req), parent, name, mode, umask, rdev),
+            ),
         );
     }
 
@@ -262,16 +288,29 @@ impl Filesystem for Adapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        entry(reply, self.fs.mkdir(&ctx(req), parent, name, mode, umask));
+        let t = OpTimer::start(const { metrics::op("mkdir") });
+        entry(
+            reply,
+            done(
+                &self.fs,
+                t,
+                self.fs.mkdir(&ctx(req), parent, name, mode, umask),
+            ),
+        );
     }
 
     fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let t = OpTimer::start(const { metrics::op("unlink") });
         let (ctx, name) = (ctx(req), name.to_owned());
-        self.spawn(move |fs| empty(reply, fs.unlink(&ctx, parent, &name)));
+        self.spawn(move |fs| empty(reply, done(fs, t, fs.unlink(&ctx, parent, &name))));
     }
 
     fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.rmdir(&ctx(req), parent, name));
+        let t = OpTimer::start(const { metrics::op("rmdir") });
+        empty(
+            reply,
+            done(&self.fs, t, self.fs.rmdir(&ctx(req), parent, name)),
+        );
     }
 
     fn symlink(
@@ -282,7 +321,15 @@ impl Filesystem for Adapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        entry(reply, self.fs.symlink(&ctx(req), parent, link_name, target));
+        let t = OpTimer::start(const { metrics::op("symlink") });
+        entry(
+            reply,
+            done(
+                &self.fs,
+                t,
+                self.fs.symlink(&ctx(req), parent, link_name, target),
+            ),
+        );
     }
 
     fn rename(
@@ -295,12 +342,17 @@ impl Filesystem for Adapter {
         flags: u32,
         reply: ReplyEmpty,
     ) {
+        let t = OpTimer::start(const { metrics::op("rename") });
         // Replacing a file may release its chunks: off the session thread.
         let (ctx, name, newname) = (ctx(req), name.to_owned(), newname.to_owned());
         self.spawn(move |fs| {
             empty(
                 reply,
-                fs.rename(&ctx, parent, &name, newparent, &newname, flags),
+                done(
+                    fs,
+                    t,
+                    fs.rename(&ctx, parent, &name, newparent, &newname, flags),
+                ),
             )
         });
     }
@@ -313,13 +365,22 @@ impl Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry(reply, self.fs.link(&ctx(req), ino, newparent, newname));
+        let t = OpTimer::start(const { metrics::op("link") });
+        entry(
+            reply,
+            done(
+                &self.fs,
+                t,
+                self.fs.link(&ctx(req), ino, newparent, newname),
+            ),
+        );
     }
 
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let t = OpTimer::start(const { metrics::op("open") });
         let ctx = ctx(req);
         // O_TRUNC may drop chunks: off the session thread.
-        self.spawn(move |fs| match fs.open(&ctx, ino, flags) {
+        self.spawn(move |fs| match done(fs, t, fs.open(&ctx, ino, flags)) {
             Ok(fh) => reply.opened(fh, OPEN_FLAGS),
             Err(e) => reply.error(e.errno()),
         });
@@ -336,13 +397,19 @@ impl Filesystem for Adapter {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
+        let t = OpTimer::start(const { metrics::op("read") });
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(libc::EINVAL);
         };
-        self.spawn(move |fs| match fs.read(ino, fh, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e.errno()),
-        });
+        self.spawn(
+            move |fs| match done(fs, t, fs.read(ino, fh, offset, size)) {
+                Ok(data) => {
+                    FsMetrics::add(&fs.metrics().read_bytes, data.len() as u64);
+                    reply.data(&data)
+                }
+                Err(e) => reply.error(e.errno()),
+            },
+        );
     }
 
     fn write(
@@ -357,19 +424,26 @@ impl Filesystem for Adapter {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
+        let t = OpTimer::start(const { metrics::op("write") });
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(libc::EINVAL);
         };
         // The request buffer is reused by the session loop, so the bytes are copied once here.
         let data = data.to_vec();
-        self.spawn(move |fs| match fs.write(ino, fh, offset, &data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e.errno()),
-        });
+        self.spawn(
+            move |fs| match done(fs, t, fs.write(ino, fh, offset, &data)) {
+                Ok(n) => {
+                    FsMetrics::add(&fs.metrics().written_bytes, n as u64);
+                    reply.written(n)
+                }
+                Err(e) => reply.error(e.errno()),
+            },
+        );
     }
 
     fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _owner: u64, reply: ReplyEmpty) {
-        self.spawn(move |fs| empty(reply, fs.flush(ino, fh)));
+        let t = OpTimer::start(const { metrics::op("flush") });
+        self.spawn(move |fs| empty(reply, done(fs, t, fs.flush(ino, fh))));
     }
 
     fn release(
@@ -382,15 +456,18 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| empty(reply, fs.release(ino, fh)));
+        let t = OpTimer::start(const { metrics::op("release") });
+        self.spawn(move |fs| empty(reply, done(fs, t, fs.release(ino, fh))));
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, datasync: bool, reply: ReplyEmpty) {
-        self.spawn(move |fs| empty(reply, fs.fsync(ino, fh, datasync)));
+        let t = OpTimer::start(const { metrics::op("fsync") });
+        self.spawn(move |fs| empty(reply, done(fs, t, fs.fsync(ino, fh, datasync))));
     }
 
     fn opendir(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        match self.fs.opendir(&ctx(req), ino, flags) {
+        let t = OpTimer::start(const { metrics::op("opendir") });
+        match done(&self.fs, t, self.fs.opendir(&ctx(req), ino, flags)) {
             Ok(fh) => reply.opened(fh, 0),
             Err(e) => reply.error(e.errno()),
         }
@@ -404,22 +481,29 @@ impl Filesystem for Adapter {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
+        let t = OpTimer::start(const { metrics::op("readdir") });
         let mut cookie = offset.max(0) as u64;
-        loop {
+        let result = loop {
             let batch = match self.fs.readdir(ino, fh, cookie, READDIR_BATCH) {
                 Ok(b) => b,
-                Err(e) => return reply.error(e.errno()),
+                Err(e) => break Err(e),
             };
             let last_batch = batch.len() < READDIR_BATCH;
+            let mut full = false;
             for e in batch {
                 if reply.add(e.ino, e.offset as i64, kind(e.kind), &e.name) {
-                    return reply.ok(); // buffer full; the kernel asks again from this cookie
+                    full = true; // buffer full; the kernel asks again from this cookie
+                    break;
                 }
                 cookie = e.offset;
             }
-            if last_batch {
-                return reply.ok();
+            if full || last_batch {
+                break Ok(());
             }
+        };
+        match done(&self.fs, t, result) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e.errno()),
         }
     }
 
@@ -431,7 +515,8 @@ impl Filesystem for Adapter {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.releasedir(ino, fh));
+        let t = OpTimer::start(const { metrics::op("releasedir") });
+        empty(reply, done(&self.fs, t, self.fs.releasedir(ino, fh)));
     }
 
     fn fsyncdir(
@@ -442,11 +527,13 @@ impl Filesystem for Adapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| empty(reply, fs.fsyncdir(ino, fh, datasync)));
+        let t = OpTimer::start(const { metrics::op("fsyncdir") });
+        self.spawn(move |fs| empty(reply, done(fs, t, fs.fsyncdir(ino, fh, datasync))));
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
-        match self.fs.statfs() {
+        let t = OpTimer::start(const { metrics::op("statfs") });
+        match done(&self.fs, t, self.fs.statfs()) {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
@@ -464,7 +551,15 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.setxattr(&ctx(req), ino, name, value, flags));
+        let t = OpTimer::start(const { metrics::op("setxattr") });
+        empty(
+            reply,
+            done(
+                &self.fs,
+                t,
+                self.fs.setxattr(&ctx(req), ino, name, value, flags),
+            ),
+        );
     }
 
     fn getxattr(
@@ -475,19 +570,37 @@ impl Filesystem for Adapter {
         size: u32,
         reply: ReplyXattr,
     ) {
-        xattr(reply, size, self.fs.getxattr(&ctx(req), ino, name));
+        let t = OpTimer::start(const { metrics::op("getxattr") });
+        xattr(
+            reply,
+            size,
+            done(&self.fs, t, self.fs.getxattr(&ctx(req), ino, name)),
+        );
     }
 
     fn listxattr(&mut self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
-        xattr(reply, size, self.fs.listxattr(&ctx(req), ino));
+        let t = OpTimer::start(const { metrics::op("listxattr") });
+        xattr(
+            reply,
+            size,
+            done(&self.fs, t, self.fs.listxattr(&ctx(req), ino)),
+        );
     }
 
     fn removexattr(&mut self, req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.removexattr(&ctx(req), ino, name));
+        let t = OpTimer::start(const { metrics::op("removexattr") });
+        empty(
+            reply,
+            done(&self.fs, t, self.fs.removexattr(&ctx(req), ino, name)),
+        );
     }
 
     fn access(&mut self, req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
-        empty(reply, self.fs.access(&ctx(req), ino, mask));
+        let t = OpTimer::start(const { metrics::op("access") });
+        empty(
+            reply,
+            done(&self.fs, t, self.fs.access(&ctx(req), ino, mask)),
+        );
     }
 
     fn create(
@@ -500,13 +613,14 @@ impl Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let t = OpTimer::start(const { metrics::op("create") });
         let (ctx, name) = (ctx(req), name.to_owned());
-        self.spawn(
-            move |fs| match fs.create(&ctx, parent, &name, mode, umask, flags) {
+        self.spawn(move |fs| {
+            match done(fs, t, fs.create(&ctx, parent, &name, mode, umask, flags)) {
                 Ok((a, fh)) => reply.created(&TTL, &file_attr(&a), a.generation, fh, OPEN_FLAGS),
                 Err(e) => reply.error(e.errno()),
-            },
-        );
+            }
+        });
     }
 
     fn fallocate(
@@ -519,10 +633,16 @@ impl Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let t = OpTimer::start(const { metrics::op("fallocate") });
         let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
             return reply.error(libc::EINVAL);
         };
-        self.spawn(move |fs| empty(reply, fs.fallocate(ino, fh, offset, length, mode)));
+        self.spawn(move |fs| {
+            empty(
+                reply,
+                done(fs, t, fs.fallocate(ino, fh, offset, length, mode)),
+            )
+        });
     }
 
     fn lseek(
@@ -534,9 +654,12 @@ impl Filesystem for Adapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.spawn(move |fs| match fs.lseek(ino, fh, offset, whence) {
-            Ok(o) => reply.offset(o),
-            Err(e) => reply.error(e.errno()),
-        });
+        let t = OpTimer::start(const { metrics::op("lseek") });
+        self.spawn(
+            move |fs| match done(fs, t, fs.lseek(ino, fh, offset, whence)) {
+                Ok(o) => reply.offset(o),
+                Err(e) => reply.error(e.errno()),
+            },
+        );
     }
 }

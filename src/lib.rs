@@ -22,10 +22,13 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod logging;
 pub mod maint;
 pub mod meta;
+pub mod metrics;
 pub mod mount_opts;
 mod quickstart;
+pub mod stats_server;
 pub mod store;
 pub mod volume;
 

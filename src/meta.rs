@@ -28,6 +28,8 @@ const SYMLINKS: TableDefinition<u64, &[u8]> = TableDefinition::new("symlinks");
 /// Inodes with nlink 0 still open when last committed; removed at the next start.
 const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
 const SETTINGS: TableDefinition<&str, u64> = TableDefinition::new("settings");
+/// (disk slot, counter name) → lifetime total: `errors`, `repairs`, `degraded_reads` seen by mounts of the volume.
+const DISK_COUNTERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("disk_counters");
 /// "root" → the integrity record of the last metadata snapshot ([`Integrity`]).
 const INTEGRITY: TableDefinition<&str, &[u8]> = TableDefinition::new("integrity");
 
@@ -321,7 +323,7 @@ pub struct Totals {
 /// is committed durably by [`Meta::commit_durable`] and non-durably every [`OPS_PER_COMMIT`] changes to bound its
 /// memory. A crash loses exactly what a crash loses with non-durable commits: everything after the last durable one.
 pub struct Meta {
-    db: Database,
+    db: Arc<Database>,
     slot: Arc<Mutex<Slot>>,
     source: Source,
 }
@@ -495,7 +497,7 @@ impl Meta {
 
     fn init(db: Database, source: Source) -> Result<Meta> {
         let meta = Meta {
-            db,
+            db: Arc::new(db),
             slot: Arc::default(),
             source,
         };
@@ -534,6 +536,14 @@ impl Meta {
         })
     }
 
+    /// A handle for reading the last committed state beside the shared write transaction, without the core's
+    /// lock (metrics). Drop it with the `Meta`: it keeps the database open.
+    pub fn reader(&self) -> MetaReader {
+        MetaReader {
+            db: self.db.clone(),
+        }
+    }
+
     /// The database file's path, or a description of where it lives.
     pub fn describe(&self) -> String {
         match &self.source {
@@ -565,9 +575,45 @@ impl Drop for Meta {
         if let Some(mut txn) = self.slot.lock().txn.take() {
             txn.set_durability(Durability::Immediate);
             if let Err(e) = txn.commit() {
-                log::error!("closing metadata database: {e}");
+                tracing::error!("closing metadata database: {e}");
             }
         }
+    }
+}
+
+/// Reads committed state in its own read transaction (see [`Meta::reader`]).
+pub struct MetaReader {
+    db: Arc<Database>,
+}
+
+impl MetaReader {
+    /// Volume totals, regular files and the sum of their sizes, as of the last commit. Walks every inode.
+    pub fn usage(&self) -> Result<(Totals, u64, u64)> {
+        let rtx = self.db.begin_read().map_err(db_err)?;
+        let settings = rtx.open_table(SETTINGS).map_err(db_err)?;
+        let get = |k: &str| -> Result<u64> {
+            Ok(settings
+                .get(k)
+                .map_err(db_err)?
+                .map(|g| g.value())
+                .unwrap_or(0))
+        };
+        let totals = Totals {
+            inodes: get("inodes")?,
+            chunk_bytes: get("chunk_bytes")?,
+            stored_bytes: get("stored_bytes")?,
+        };
+        let (mut files, mut logical) = (0, 0);
+        let inodes = rtx.open_table(INODES).map_err(db_err)?;
+        for item in inodes.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let inode = Inode::decode(k.value(), v.value())?;
+            if inode.is_file() {
+                files += 1;
+                logical += inode.size;
+            }
+        }
+        Ok((totals, files, logical))
     }
 }
 
@@ -1058,6 +1104,42 @@ impl Tx {
             out.push((ino, Extent::decode(offset, v.value())?));
         }
         Ok(out)
+    }
+
+    /// Lifetime per-disk counters as (disk slot, name, total), in slot order.
+    pub fn disk_counters(&mut self) -> Result<Vec<(u64, String, u64)>> {
+        let t = table!(self, DISK_COUNTERS);
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let (disk, name) = k.value();
+            out.push((disk, name.to_string(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a disk slot's lifetime counters (the slot now holds a new disk).
+    pub fn remove_disk_counters(&mut self, disk: u64) -> Result<()> {
+        let names: Vec<String> = self
+            .disk_counters()?
+            .into_iter()
+            .filter(|(d, _, _)| *d == disk)
+            .map(|(_, n, _)| n)
+            .collect();
+        self.touch();
+        let mut t = table!(self, DISK_COUNTERS);
+        for n in names {
+            t.remove((disk, n.as_str())).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_disk_counter(&mut self, disk: u64, name: &str, value: u64) -> Result<()> {
+        self.touch();
+        table!(self, DISK_COUNTERS)
+            .insert((disk, name), value)
+            .map_err(db_err)?;
+        Ok(())
     }
 
     /// Overwrites a chunk's row as is, without touching the totals (fsck repair recomputes those).

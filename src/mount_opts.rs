@@ -1,5 +1,6 @@
 //! The `-o` mount option language: which options valencefs honours, which fstab/systemd noise it ignores.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Parsed `-o` options. Unknown options are an error, never silently dropped.
@@ -18,6 +19,10 @@ pub struct MountOpts {
     pub writeback_cache: bool,
     /// Worker threads for I/O requests.
     pub workers: Option<usize>,
+    /// Serve Prometheus metrics over HTTP on this address (`metrics=127.0.0.1:9100`); off unless asked for.
+    pub metrics: Option<SocketAddr>,
+    /// Log level (`log=debug`); overrides `--log-level` and `VALENCEFS_LOG`. Kept as given, validated.
+    pub log: Option<String>,
 }
 
 /// Options that fstab, systemd or mount(8) add and a helper must accept and ignore.
@@ -76,6 +81,11 @@ impl MountOpts {
                     .ok_or_else(|| format!("mount option workers={v}: expected 1..64"))?;
                 self.workers = Some(n);
             }
+            ("metrics", Some(v)) => self.metrics = Some(parse_metrics_addr(v)?),
+            ("log", Some(v)) => {
+                crate::logging::parse_level(v).map_err(|e| format!("mount option log: {e}"))?;
+                self.log = Some(v.trim().to_ascii_lowercase());
+            }
             ("allow_other", None) => self.allow_other = true,
             ("ro", None) => self.read_only = true,
             ("sync", None) => self.sync = true,
@@ -89,13 +99,24 @@ impl MountOpts {
             // fstab `user`-style options and `comment=` may carry values; for a user mount of a `user` fstab line
             // libmount records (and may pass on) `user=NAME`.
             ("comment" | "uid" | "gid" | "user", Some(_)) => {}
-            ("passfile" | "cache_size" | "workers", _) => {
+            ("passfile" | "cache_size" | "workers" | "metrics" | "log", _) => {
                 return Err(format!("mount option {key} needs a value ({key}=...)"))
             }
             _ => return Err(format!("unknown mount option '{opt}'")),
         }
         Ok(())
     }
+}
+
+/// Parses `metrics=IP:PORT` (`127.0.0.1:9100`, `[::1]:9100`; port 0 picks a free port, which `valencefs stats`
+/// then shows). A host name is refused: the daemon must not depend on name resolution to start.
+pub fn parse_metrics_addr(v: &str) -> Result<SocketAddr, String> {
+    v.trim().parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "mount option metrics={v}: expected IP:PORT to serve Prometheus metrics on, e.g. metrics=127.0.0.1:9100 \
+             or metrics=[::1]:9100"
+        )
+    })
 }
 
 /// Parses a byte count: `1048576`, `256M`, `1G`, `512K`, `2GiB`, `64MB` (binary multiples).
@@ -146,6 +167,29 @@ mod tests {
         assert!(MountOpts::parse(["passfile"]).is_err());
         assert!(MountOpts::parse(["ro=1"]).is_err());
         assert!(MountOpts::parse(["cache_size=12Q"]).is_err());
+    }
+
+    #[test]
+    fn metrics_and_log_options() {
+        let o = MountOpts::parse(["metrics=127.0.0.1:9100,log=DEBUG"]).unwrap();
+        assert_eq!(o.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(o.log.as_deref(), Some("debug"));
+        assert!(MountOpts::parse(["metrics=[::1]:0"]).is_ok());
+        for bad in [
+            "metrics=localhost:9100",
+            "metrics=9100",
+            "metrics=1.2.3.4:99999",
+            "metrics",
+        ] {
+            let e = MountOpts::parse([bad]).unwrap_err();
+            assert!(e.contains("metrics"), "{bad}: {e}");
+        }
+        assert!(MountOpts::parse(["metrics=nonsense"])
+            .unwrap_err()
+            .contains("expected IP:PORT"));
+        assert!(MountOpts::parse(["log=loud"])
+            .unwrap_err()
+            .contains("expected off, error, warn"));
     }
 
     #[test]

@@ -110,7 +110,12 @@ fn valencefs_5_matches_the_option_parser() {
     assert!(honoured.len() >= 10, "parsed too few options: {honoured:?}");
     for o in &honoured {
         let o = if o.ends_with('=') {
-            format!("{o}1")
+            // A sample value the option accepts (most take a number).
+            match o.as_str() {
+                "metrics=" => "metrics=127.0.0.1:9100".to_string(),
+                "log=" => "log=info".to_string(),
+                _ => format!("{o}1"),
+            }
         } else {
             o.clone()
         };

@@ -130,6 +130,11 @@ fn top_sections(r: &mut Roff) {
     r.text([roman(
         "The passphrase, for commands run without --passfile (or mount without -o passfile=).",
     )]);
+    r.control("TP", []);
+    r.text([bold("VALENCEFS_LOG")]);
+    r.text([roman(
+        "Log level (off, error, warn, info, debug, trace) when neither -o log= nor --log-level gives one.",
+    )]);
     r.control("SH", ["FILES"]);
     for (path, what) in [
         (
@@ -143,7 +148,8 @@ fn top_sections(r: &mut Roff) {
         ),
         (
             "/var/lib/valencefs/NAME/",
-            "Default state directory as root: metadata database, lock, and the daemon log valencefs.log.",
+            "Default state directory as root: metadata database, lock, the daemon log valencefs.log, and \
+             stats.sock, where the daemon answers valencefs stats.",
         ),
     ] {
         r.control("TP", []);

@@ -292,6 +292,16 @@ pub fn replace_cmd(
         updated.write_new(&tmp)?;
         std::fs::rename(&tmp, config)
             .map_err(|e| Failure::new(Code::Config, format!("{}: {e}", config.display())))?;
+        // The slot holds a new disk now: the errors and repairs `status` shows for it start afresh.
+        if let Ok(meta) = maint::open_meta(&cfg.state_dir) {
+            let reset = meta.write().and_then(|mut tx| {
+                tx.remove_disk_counters(slot as u64)?;
+                tx.commit(true)
+            });
+            if let Err(e) = reset {
+                eprintln!("valencefs: disk replace: resetting the disk's error counters: {e}");
+            }
+        }
     }
     if json {
         print_json(&r);

@@ -7,6 +7,7 @@
 use super::perm::{self, R, W};
 use super::*;
 use crate::meta::Extent;
+use crate::metrics::FsMetrics as FsMetricsAdd;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -86,6 +87,7 @@ impl Fs {
     /// A chunk's plaintext, from the read cache or the store.
     fn chunk(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
         if let Some(d) = self.cache.lock().get(id) {
+            FsMetricsAdd::add(&self.metrics.cache_hits, 1);
             return Ok(d);
         }
         // Being fetched by read-ahead: wait for it rather than read it twice (bounded, in case it is slow).
@@ -97,8 +99,10 @@ impl Fs {
             }
         }
         if let Some(d) = self.cache.lock().get(id) {
+            FsMetricsAdd::add(&self.metrics.cache_hits, 1);
             return Ok(d);
         }
+        FsMetricsAdd::add(&self.metrics.cache_misses, 1);
         let d = Arc::new(self.chunks.get(id)?);
         self.cache.lock().insert(*id, d.clone());
         Ok(d)
@@ -240,6 +244,7 @@ impl Fs {
             f.attr_dirty = true;
             f.dirty_since.get_or_insert_with(Instant::now);
             g.dirty_total = (g.dirty_total as i64 + delta) as u64;
+            g.sync_dirty_gauge();
             if g.dirty_total > budget / 4 {
                 self.flusher_wake.notify_all();
             }
@@ -354,6 +359,7 @@ impl Fs {
         if let Some(f) = g.files.get_mut(&ino) {
             let d = f.dirty.punch(start, end - start);
             g.dirty_total = (g.dirty_total as i64 + d) as u64;
+            g.sync_dirty_gauge();
         }
         Ok(delta)
     }
@@ -557,11 +563,12 @@ impl Fs {
             }
             f.dirty_since.get_or_insert_with(Instant::now);
             g.flush_error = Some(FlushError::from(e));
-            log::error!("flushing inode {ino}: {e}");
+            tracing::error!("flushing inode {ino}: {e}");
         } else {
             g.flush_error = None;
         }
         g.dirty_total = total;
+        g.sync_dirty_gauge();
         self.cond.notify_all();
         self.settle(&mut g, ino)?;
         res.map(|_| batch_bytes)
@@ -732,6 +739,11 @@ impl Fs {
                 }
             }
         }
+        FsMetricsAdd::add(&self.metrics.chunks_stored, todo.len() as u64);
+        FsMetricsAdd::add(
+            &self.metrics.chunks_deduplicated,
+            (ids.len() - todo.len()) as u64,
+        );
         let results: Vec<Slot> = todo.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let workers = std::thread::available_parallelism()
@@ -874,7 +886,7 @@ pub(crate) fn flusher_loop(fs: std::sync::Weak<Fs>) {
         };
         if let Some((ino, limit)) = target {
             if let Err(e) = f.flush_file(ino, limit) {
-                log::error!("background flush of inode {ino}: {e}");
+                tracing::error!("background flush of inode {ino}: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }
         }

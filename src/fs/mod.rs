@@ -70,6 +70,10 @@ pub trait Chunks: Send + Sync {
     ) -> Result<Option<ChunkId>> {
         Ok(None)
     }
+    /// Live per-disk counters and redundancy, for metrics; `None` when this store has no disks.
+    fn sample(&self) -> Option<crate::metrics::StoreSample> {
+        None
+    }
 }
 
 impl Chunks for crate::store::Store {
@@ -107,6 +111,9 @@ impl Chunks for crate::store::Store {
         previous: Option<ChunkId>,
     ) -> Result<Option<ChunkId>> {
         crate::store::Store::save_snapshot(self, generation, db, previous).map(Some)
+    }
+    fn sample(&self) -> Option<crate::metrics::StoreSample> {
+        Some(crate::store::Store::sample(self))
     }
 }
 
@@ -163,6 +170,8 @@ struct Inner {
     stopping: bool,
     /// Set when a background flush failed; writers then fail instead of waiting for space that will not come.
     flush_error: Option<file::FlushError>,
+    /// `dirty_total`, readable without this lock (metrics).
+    dirty_gauge: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The filesystem. Shared as `Arc<Fs>`; every method takes `&self` and is safe to call from many threads.
@@ -181,7 +190,25 @@ pub struct Fs {
     threads: Mutex<Vec<JoinHandle<()>>>,
     snapshots: Mutex<SnapshotState>,
     prefetch: Prefetch,
+    metrics: crate::metrics::FsMetrics,
+    /// Reads usage figures for metrics without the core's lock.
+    meta_reader: crate::meta::MetaReader,
+    usage_cache: Mutex<Option<(Instant, crate::metrics::UsageSample)>>,
+    disk_totals: Mutex<DiskTotals>,
 }
+
+/// Per-disk lifetime counters kept in the metadata database: what earlier mounts recorded, and the live values
+/// last written on top of them.
+struct DiskTotals {
+    base: HashMap<(u64, String), u64>,
+    written: Vec<[u64; 3]>,
+}
+
+/// Names of the per-disk counters persisted in the metadata database, in `DiskTotals::written` order.
+pub const PERSISTED_DISK_COUNTERS: [&str; 3] = ["errors", "repairs", "degraded_reads"];
+
+/// How long a usage figure (a walk over every inode) is reused by metrics.
+const USAGE_TTL: Duration = Duration::from_secs(10);
 
 /// Read-ahead of whole chunks: ids queued by readers, fetched into the read cache by background threads.
 struct Prefetch {
@@ -282,6 +309,11 @@ impl Inner {
         }
     }
 
+    fn sync_dirty_gauge(&self) {
+        self.dirty_gauge
+            .store(self.dirty_total, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn add_lookup(&mut self, ino: Ino) {
         *self.lookups.entry(ino).or_insert(0) += 1;
     }
@@ -307,6 +339,7 @@ impl Inner {
         }
         if let Some(f) = self.files.remove(&ino) {
             self.dirty_total -= f.dirty.bytes();
+            self.sync_dirty_gauge();
         }
         for e in tx.extents(ino, 0, u64::MAX)? {
             if let Some(id) = tx.remove_extent(ino, e.offset)? {
@@ -341,7 +374,14 @@ impl Fs {
         meta: Meta,
         opts: FsOptions,
     ) -> Result<Arc<Fs>> {
+        let meta_reader = meta.reader();
+        let metrics = crate::metrics::FsMetrics::default();
         let mut tx = meta.write()?;
+        let base = tx
+            .disk_counters()?
+            .into_iter()
+            .map(|(d, name, v)| ((d, name), v))
+            .collect();
         if tx.inode(ROOT_INO)?.is_none() {
             // SAFETY: geteuid/getegid cannot fail and touch no memory.
             let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -359,6 +399,7 @@ impl Fs {
             unsynced: false,
             stopping: false,
             flush_error: None,
+            dirty_gauge: metrics.dirty_bytes.clone(),
         };
         // Inodes unlinked while open when the volume last stopped have no users now.
         for ino in tx.orphans()? {
@@ -394,6 +435,13 @@ impl Fs {
                 queued: Mutex::new(std::collections::HashSet::new()),
                 done: parking_lot::Condvar::new(),
             },
+            metrics,
+            meta_reader,
+            usage_cache: Mutex::new(None),
+            disk_totals: Mutex::new(DiskTotals {
+                base,
+                written: Vec::new(),
+            }),
         });
         for i in 0..PREFETCH_THREADS {
             let weak = Arc::downgrade(&fs);
@@ -432,7 +480,9 @@ impl Fs {
             // The local database is durable already; a snapshot that cannot be placed (too few disks) only
             // widens the recovery window, so it is reported, not fatal to the unmount.
             if let Err(e) = self.snapshot(true) {
-                log::warn!("metadata snapshot at unmount failed (the local state is durable): {e}");
+                tracing::warn!(
+                    "metadata snapshot at unmount failed (the local state is durable): {e}"
+                );
             }
         }
         self.inner.lock().stopping = true;
@@ -468,6 +518,9 @@ impl Fs {
         let _gate = self.put_gate.write();
         self.chunks.sync()?;
         let mut g = self.inner.lock();
+        if let Err(e) = self.persist_disk_counters(&g) {
+            tracing::warn!("recording disk error counters: {e}");
+        }
         g.meta.commit_durable()?;
         if g.unsynced {
             self.snapshots.lock().stale = true;
@@ -492,7 +545,7 @@ impl Fs {
         for id in freed {
             cache.remove(&id);
             if let Err(e) = self.chunks.delete(&id) {
-                log::warn!("freeing chunk {}: {e}", id.to_hex());
+                tracing::warn!("freeing chunk {}: {e}", id.to_hex());
             }
         }
         Ok(())
@@ -603,7 +656,7 @@ impl Fs {
                 self.finish(&mut g, tx)
             })();
             if let Err(e) = res {
-                log::warn!("forget {ino}: {e}");
+                tracing::warn!("forget {ino}: {e}");
             }
         }
     }
@@ -629,6 +682,114 @@ impl Fs {
             namelen: NAME_MAX as u32,
             frsize: bsize as u32,
         })
+    }
+
+    /// The core's live counters (the FUSE adapter records operations here).
+    pub fn metrics(&self) -> &crate::metrics::FsMetrics {
+        &self.metrics
+    }
+
+    /// Everything the metrics endpoint and `valencefs stats` show, except who is asking (mount point, pid and
+    /// metrics address are left empty for the daemon to fill). Takes no lock the I/O path takes, except the disk
+    /// state locks for a moment; usage comes from the last commit, refreshed at most every 10 s.
+    pub fn stats(&self) -> crate::metrics::Snapshot {
+        let (ops, io) = self.metrics.sample();
+        let usage = {
+            let mut cache = self.usage_cache.lock();
+            match &*cache {
+                Some((at, u)) if at.elapsed() < USAGE_TTL => Some(u.clone()),
+                _ => match self.meta_reader.usage() {
+                    Ok((t, files, logical)) => {
+                        let u = crate::metrics::UsageSample {
+                            files,
+                            inodes: t.inodes,
+                            logical_bytes: logical,
+                            unique_chunk_bytes: t.chunk_bytes,
+                            stored_bytes: t.stored_bytes,
+                            dedup_ratio: if t.chunk_bytes == 0 {
+                                1.0
+                            } else {
+                                logical as f64 / t.chunk_bytes as f64
+                            },
+                        };
+                        *cache = Some((Instant::now(), u.clone()));
+                        Some(u)
+                    }
+                    Err(e) => {
+                        tracing::debug!("usage for metrics: {e}");
+                        None
+                    }
+                },
+            }
+        };
+        crate::metrics::Snapshot {
+            mountpoint: String::new(),
+            pid: std::process::id(),
+            metrics_address: None,
+            io,
+            ops,
+            usage,
+            store: self.chunks.sample().map(|mut st| {
+                let totals = self.disk_totals.lock();
+                for d in &mut st.disks {
+                    let base = |name: &str| {
+                        totals
+                            .base
+                            .get(&(d.index as u64, name.to_string()))
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    let c = &d.counts;
+                    d.lifetime = Some(crate::metrics::LifetimeCounts {
+                        errors_seen: base("errors").saturating_add(c.errors),
+                        repaired: base("repairs").saturating_add(c.repairs),
+                        degraded_reads: base("degraded_reads").saturating_add(c.degraded_reads),
+                    });
+                }
+                st
+            }),
+        }
+    }
+
+    /// The live per-disk values persisted as lifetime totals, in [`PERSISTED_DISK_COUNTERS`] order.
+    fn live_disk_counters(&self) -> Vec<[u64; 3]> {
+        self.chunks
+            .sample()
+            .map(|s| {
+                s.disks
+                    .iter()
+                    .map(|d| [d.counts.errors, d.counts.repairs, d.counts.degraded_reads])
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn disk_counters_changed(&self) -> bool {
+        !self.opts.read_only && self.live_disk_counters() != self.disk_totals.lock().written
+    }
+
+    /// Writes earlier mounts' totals plus this mount's counts into the open transaction when they changed, so
+    /// the next durable commit records them (`valencefs status` shows them offline).
+    fn persist_disk_counters(&self, g: &MutexGuard<'_, Inner>) -> Result<()> {
+        let live = self.live_disk_counters();
+        let mut totals = self.disk_totals.lock();
+        if live == totals.written {
+            return Ok(());
+        }
+        let mut tx = g.meta.write()?;
+        for (disk, values) in live.iter().enumerate() {
+            for (name, v) in PERSISTED_DISK_COUNTERS.iter().zip(values) {
+                let base = totals
+                    .base
+                    .get(&(disk as u64, name.to_string()))
+                    .copied()
+                    .unwrap_or(0);
+                tx.set_disk_counter(disk as u64, name, base.saturating_add(*v))?;
+            }
+        }
+        drop(tx);
+        totals.written = live;
+        Ok(())
     }
 
     /// Logical bytes referenced, unique chunk bytes and bytes stored on disks (for status and tests).
@@ -680,16 +841,16 @@ fn committer_loop(fs: std::sync::Weak<Fs>) {
                 continue;
             }
             last = Instant::now();
-            if !g.unsynced && g.pending_free.is_empty() {
+            if !g.unsynced && g.pending_free.is_empty() && !f.disk_counters_changed() {
                 drop(g);
                 if let Err(e) = f.snapshot(false) {
-                    log::error!("metadata snapshot failed: {e}");
+                    tracing::error!("metadata snapshot failed: {e}");
                 }
                 continue;
             }
         }
         if let Err(e) = f.sync_durable().and_then(|_| f.snapshot(false)) {
-            log::error!("background commit failed: {e}");
+            tracing::error!("background commit failed: {e}");
         }
     }
 }

@@ -177,7 +177,7 @@ pub fn raise_readahead(mountpoint: &Path) {
     };
     let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     if let Err(e) = std::fs::write(&path, READ_AHEAD_KIB.to_string()) {
-        log::info!("readahead not raised ({path}: {e})");
+        tracing::info!("readahead not raised ({path}: {e})");
     }
 }
 

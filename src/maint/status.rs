@@ -27,6 +27,31 @@ pub struct DiskStatus {
     pub shards: Option<u64>,
     /// I/O and verification errors seen since the store was opened.
     pub errors: u64,
+    /// Lifetime totals recorded by mounts in the metadata database (`None` when it could not be read, e.g. while
+    /// the volume is mounted): errors seen on this disk (I/O errors, corrupt or missing shards)...
+    pub errors_seen: Option<u64>,
+    /// ...shards on it rebuilt from the other disks and written back (heal on read)...
+    pub repaired: Option<u64>,
+    /// ...and chunk reads served without its shard.
+    pub degraded_reads: Option<u64>,
+}
+
+/// (errors_seen, repaired, degraded_reads) per disk slot, from the metadata database.
+fn lifetime_counters(meta: Option<&Meta>, disks: usize) -> Result<Vec<[Option<u64>; 3]>> {
+    let Some(meta) = meta else {
+        return Ok(vec![[None; 3]; disks]);
+    };
+    let mut out = vec![[Some(0); 3]; disks];
+    let mut tx = meta.write()?;
+    for (disk, name, v) in tx.disk_counters()? {
+        let col = crate::fs::PERSISTED_DISK_COUNTERS
+            .iter()
+            .position(|n| *n == name);
+        if let (Some(row), Some(col)) = (out.get_mut(disk as usize), col) {
+            row[col] = Some(v);
+        }
+    }
+    Ok(out)
 }
 
 /// Space figures from the metadata (absent when the metadata is locked by a mount).
@@ -94,6 +119,7 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
     let counts = store.shard_counts();
     let health = store.health();
     let not_ok = health.iter().filter(|h| h.state != DiskState::Ok).count() as i64;
+    let lifetime = lifetime_counters(meta, health.len())?;
     let disks = health
         .into_iter()
         .map(|h| {
@@ -107,6 +133,9 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
                 free_bytes: space.map(|s| s.1),
                 shards: counts[h.index].map(|c| c as u64),
                 errors: h.errors,
+                errors_seen: lifetime[h.index][0],
+                repaired: lifetime[h.index][1],
+                degraded_reads: lifetime[h.index][2],
             }
         })
         .collect();
@@ -149,6 +178,7 @@ pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<St
     let vol = keyless_volume(disks)?;
     let (k, m) = (vol.expect.k, vol.expect.m);
     let mut not_ok = 0;
+    let lifetime = lifetime_counters(meta, disks.len())?;
     let mut out = Vec::with_capacity(disks.len());
     for (i, d) in disks.iter().enumerate() {
         let (usable, state) = &vol.disks[i];
@@ -169,6 +199,9 @@ pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<St
                 None
             },
             errors: 0,
+            errors_seen: lifetime[i][0],
+            repaired: lifetime[i][1],
+            degraded_reads: lifetime[i][2],
         });
     }
     Ok(StatusReport {

@@ -36,7 +36,65 @@ impl Store {
     }
 
     pub(super) fn note_error(&self, disk: usize) {
-        self.slots[disk].errors.fetch_add(1, Ordering::Relaxed);
+        self.slots[disk]
+            .counters
+            .errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs one line about a disk, at most a few per minute for the same disk and `kind` (a dead disk must not
+    /// flood the log); the line says how many were suppressed before it.
+    fn disk_event(
+        &self,
+        disk: usize,
+        kind: &str,
+        level: tracing::Level,
+        what: std::fmt::Arguments,
+    ) {
+        let path = self.slots[disk].disk.describe();
+        let Some(n) = crate::logging::allow(&format!("{path}\0{kind}")) else {
+            return;
+        };
+        let note = crate::logging::suppressed_note(n);
+        match level {
+            tracing::Level::ERROR => tracing::error!("disk {path}: {what}{note}"),
+            tracing::Level::WARN => tracing::warn!("disk {path}: {what}{note}"),
+            _ => tracing::info!("disk {path}: {what}{note}"),
+        }
+    }
+
+    /// Counts and logs what a reconstructing read found wrong with each shard.
+    fn account_bad_shards(&self, id: &ChunkId, bad: &[BadShard]) {
+        if bad.is_empty() {
+            return;
+        }
+        self.counters.degraded_reads.fetch_add(1, Ordering::Relaxed);
+        let short = &id.to_hex()[..16];
+        for b in bad {
+            self.slots[b.disk]
+                .counters
+                .degraded_reads
+                .fetch_add(1, Ordering::Relaxed);
+            let (kind, what) = match b.fault {
+                // Counted and logged with its error text where it happened (`fetch`).
+                ShardFault::Unreadable => continue,
+                ShardFault::Corrupt => ("corrupt", "is corrupt (checksum or header mismatch)"),
+                ShardFault::Missing if self.usable(b.disk) => ("missing", "is missing"),
+                ShardFault::Missing => ("unavailable", "is on an unavailable disk"),
+            };
+            if kind != "unavailable" {
+                self.note_error(b.disk);
+            }
+            self.disk_event(
+                b.disk,
+                kind,
+                tracing::Level::WARN,
+                format_args!(
+                    "shard {} of chunk {short} {what}; degraded read served from the other disks",
+                    b.shard
+                ),
+            );
+        }
     }
 
     /// Runs `f(i)` for every `i` in `items`, on scoped threads when the disks involved benefit from it.
@@ -140,10 +198,23 @@ impl Store {
         let mut written = Vec::new();
         let mut first_err: Option<Error> = None;
         for (&i, r) in targets.iter().zip(results) {
+            let d = self.disk_of(id, i);
             match r {
-                Ok(()) => written.push(i),
+                Ok(()) => {
+                    let c = &self.slots[d].counters;
+                    c.shard_writes.fetch_add(1, Ordering::Relaxed);
+                    c.shard_write_bytes
+                        .fetch_add(files[i].len() as u64, Ordering::Relaxed);
+                    written.push(i);
+                }
                 Err(e) => {
-                    self.note_error(self.disk_of(id, i));
+                    self.note_error(d);
+                    self.disk_event(
+                        d,
+                        "write",
+                        tracing::Level::WARN,
+                        format_args!("writing a shard failed: {e}"),
+                    );
                     // A full disk is the most actionable cause: report it in preference to others.
                     if first_err.is_none() || matches!(e, Error::NoSpace { .. }) {
                         first_err = Some(e);
@@ -184,10 +255,25 @@ impl Store {
             return Fetched::Bad(ShardFault::Missing);
         }
         let file = match self.slots[d].disk.get(&shard_name(&id.0, i)) {
-            Ok(f) => f,
+            Ok(f) => {
+                let c = &self.slots[d].counters;
+                c.shard_reads.fetch_add(1, Ordering::Relaxed);
+                c.shard_read_bytes
+                    .fetch_add(f.len() as u64, Ordering::Relaxed);
+                f
+            }
             Err(Error::NotFound) => return Fetched::Bad(ShardFault::Missing),
-            Err(_) => {
+            Err(e) => {
                 self.note_error(d);
+                self.disk_event(
+                    d,
+                    "read",
+                    tracing::Level::WARN,
+                    format_args!(
+                        "reading shard {i} of chunk {} failed: {e}; degraded read served from the other disks",
+                        &id.to_hex()[..16]
+                    ),
+                );
                 return Fetched::Bad(ShardFault::Unreadable);
             }
         };
@@ -205,10 +291,8 @@ impl Store {
             {
                 Fetched::Good(h, file)
             }
-            _ => {
-                self.note_error(d);
-                Fetched::Bad(ShardFault::Corrupt)
-            }
+            // Counted and logged by the reconstructing read (`account_bad_shards`).
+            _ => Fetched::Bad(ShardFault::Corrupt),
         }
     }
 
@@ -361,7 +445,33 @@ impl Store {
             }
         }
         let good = shards.iter().filter(|s| s.is_some()).count();
+        // No shard anywhere: the chunk does not exist (the core re-reads after a chunk was freed under a reader,
+        // and prefetch may race a free). Not a disk's fault, so neither counted nor logged as one.
+        if good == 0
+            && report
+                .bad_shards
+                .iter()
+                .all(|b| b.fault == ShardFault::Missing)
+        {
+            tracing::debug!("chunk {}: no shard on any disk", id.to_hex());
+            return Err(Error::Unrecoverable {
+                chunk: id.to_hex(),
+                good,
+                need: k,
+            });
+        }
+        self.account_bad_shards(id, &report.bad_shards);
         let Some((env_len, shard_len)) = geometry.filter(|_| good >= k) else {
+            self.counters
+                .unrecoverable_reads
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = crate::logging::allow("unrecoverable") {
+                tracing::error!(
+                    "chunk {}: only {good} good shards of the {k} needed; the read fails with EIO{}",
+                    id.to_hex(),
+                    crate::logging::suppressed_note(n)
+                );
+            }
             return Err(Error::Unrecoverable {
                 chunk: id.to_hex(),
                 good,
@@ -432,12 +542,37 @@ impl Store {
                 payload_hash: *blake3::hash(payload).as_bytes(),
             };
             let file = [&h.encode()[..], payload].concat();
-            if self.slots[b.disk]
+            let short = &id.to_hex()[..16];
+            match self.slots[b.disk]
                 .disk
                 .put(&shard_name(&id.0, b.shard), &file)
-                .is_ok()
             {
-                healed.push(b.shard);
+                Ok(()) => {
+                    let c = &self.slots[b.disk].counters;
+                    c.repairs.fetch_add(1, Ordering::Relaxed);
+                    c.shard_writes.fetch_add(1, Ordering::Relaxed);
+                    c.shard_write_bytes
+                        .fetch_add(file.len() as u64, Ordering::Relaxed);
+                    self.disk_event(
+                        b.disk,
+                        "repair",
+                        tracing::Level::INFO,
+                        format_args!(
+                            "repaired shard {} of chunk {short} (rebuilt from the other disks)",
+                            b.shard
+                        ),
+                    );
+                    healed.push(b.shard);
+                }
+                Err(e) => {
+                    self.note_error(b.disk);
+                    self.disk_event(
+                        b.disk,
+                        "repair-failed",
+                        tracing::Level::WARN,
+                        format_args!("could not repair shard {} of chunk {short}: {e}", b.shard),
+                    );
+                }
             }
         }
         healed
@@ -502,16 +637,20 @@ impl Store {
         if short > 0 {
             return Err(err);
         }
-        log::warn!(
-            "sync failed on {} (every chunk written since the last sync still has {need} durable shards): {err}",
-            failed
-                .iter()
-                .enumerate()
-                .filter(|(_, &f)| f)
-                .map(|(d, _)| self.slots[d].disk.describe())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        // Every durable commit syncs: a dead disk would repeat this every few seconds.
+        if let Some(n) = crate::logging::allow("sync-failed") {
+            tracing::warn!(
+                "sync failed on {} (every chunk written since the last sync still has {need} durable shards): {err}{}",
+                failed
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &f)| f)
+                    .map(|(d, _)| self.slots[d].disk.describe())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::logging::suppressed_note(n)
+            );
+        }
         Ok(())
     }
 

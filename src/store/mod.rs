@@ -18,7 +18,6 @@ mod volume;
 pub use snapshot::SnapshotPointer;
 
 use std::str::FromStr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -132,6 +131,20 @@ pub enum DiskState {
     Unreadable,
 }
 
+impl DiskState {
+    /// The name reports use: ok, missing, read-only, stale, foreign, unreadable.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskState::Ok => "ok",
+            DiskState::Missing => "missing",
+            DiskState::ReadOnly => "read-only",
+            DiskState::Stale => "stale",
+            DiskState::Foreign => "foreign",
+            DiskState::Unreadable => "unreadable",
+        }
+    }
+}
+
 /// Health of one disk, for reports and `fsck`.
 #[derive(Clone, Debug)]
 pub struct DiskHealth {
@@ -178,7 +191,8 @@ pub struct ReadReport {
 struct Slot {
     disk: Arc<dyn Disk>,
     state: Mutex<(DiskState, Option<String>)>,
-    errors: AtomicU64,
+    /// Shard reads/writes, errors, repairs; `errors` is what [`DiskHealth::errors`] reports.
+    counters: crate::metrics::DiskCounters,
 }
 
 /// An open volume. `Send + Sync`; share it as `Arc<Store>`.
@@ -191,6 +205,8 @@ pub struct Store {
     read_only: bool,
     /// Serialises header rewrites (keyslot changes) against each other.
     header_write: Mutex<()>,
+    /// Degraded and failed chunk reads.
+    counters: crate::metrics::StoreCounters,
     /// The disk sets that chunks put since the last `sync` were written to (each set once): `sync` checks that
     /// every one keeps k+1 shards on disks whose sync succeeded.
     unsynced: Mutex<std::collections::HashSet<Vec<u8>>>,
@@ -262,9 +278,40 @@ impl Store {
                     description: s.disk.describe(),
                     state,
                     detail,
-                    errors: s.errors.load(std::sync::atomic::Ordering::Relaxed),
+                    errors: s.counters.errors.load(std::sync::atomic::Ordering::Relaxed),
                 }
             })
             .collect()
+    }
+
+    /// Live counters: redundancy now vs target and per-disk shard I/O, errors, repairs (for metrics).
+    pub fn sample(&self) -> crate::metrics::StoreSample {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = self.redundancy();
+        let disks: Vec<crate::metrics::DiskSample> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let state = s.state.lock().0;
+                crate::metrics::DiskSample {
+                    index: i,
+                    path: s.disk.describe(),
+                    state: state.name().to_string(),
+                    usable: matches!(state, DiskState::Ok | DiskState::ReadOnly),
+                    counts: s.counters.sample(),
+                    lifetime: None,
+                }
+            })
+            .collect();
+        crate::metrics::StoreSample {
+            k: r.k,
+            m: r.m,
+            disks_usable: disks.iter().filter(|d| d.usable).count() as u64,
+            disks_target: r.k as u64 + r.m as u64,
+            degraded_reads: self.counters.degraded_reads.load(Relaxed),
+            unrecoverable_reads: self.counters.unrecoverable_reads.load(Relaxed),
+            disks,
+        }
     }
 }

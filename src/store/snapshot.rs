@@ -69,7 +69,7 @@ impl Store {
                 continue;
             };
             let Ok(body) = self.open_blob(LABEL, &sealed) else {
-                log::warn!(
+                tracing::warn!(
                     "{}: metadata pointer fails authentication; ignored",
                     slot.disk.describe()
                 );
@@ -119,7 +119,7 @@ impl Store {
             match self.get(&p.current) {
                 Ok(db) => return Ok((p.generation, db)),
                 Err(e) => {
-                    log::warn!(
+                    tracing::warn!(
                         "metadata snapshot generation {} unreadable: {e}",
                         p.generation
                     );

@@ -2,7 +2,6 @@
 //! unreadable, read-only), and keyslot management (which rewrites only the disk headers).
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -142,6 +141,7 @@ impl Store {
             keys,
             read_only: false,
             header_write: Mutex::new(()),
+            counters: Default::default(),
             unsynced: Mutex::default(),
         })
     }
@@ -321,6 +321,7 @@ impl Store {
             keys,
             read_only,
             header_write: Mutex::new(()),
+            counters: Default::default(),
             unsynced: Mutex::default(),
         })
     }
@@ -473,6 +474,6 @@ fn slot(disk: Arc<dyn Disk>, state: DiskState, detail: Option<String>) -> Slot {
     Slot {
         disk,
         state: Mutex::new((state, detail)),
-        errors: AtomicU64::new(0),
+        counters: Default::default(),
     }
 }
