@@ -9,25 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 use valencefs::metrics::exposition::{self, Samples};
 
-/// Mounts (daemonized) with extra `-o` options; the guard unmounts on every path.
-fn mount_with(v: &Vol, extra: &str) -> MountGuard {
-    let guard = MountGuard::new(&v.mnt);
-    let out = vfs(&[
-        "mount",
-        "-o",
-        &format!("{},{extra}", v.passopt()),
-        v.config.to_str().unwrap(),
-        v.mnt.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "mount failed: {}\nlog:\n{}",
-        stderr(&out),
-        v.log()
-    );
-    guard
-}
-
 fn stats_json(mnt: &Path) -> serde_json::Value {
     let out = vfs(&["stats", "--json", mnt.to_str().unwrap()]);
     assert!(out.status.success(), "stats failed: {}", stderr(&out));
@@ -75,7 +56,7 @@ fn metrics_endpoint_counts_a_workload() {
         return;
     }
     let v = Vol::new("personal");
-    let g = mount_with(&v, "metrics=127.0.0.1:0");
+    let g = v.mount_with("metrics=127.0.0.1:0");
     let addr = stats_json(&v.mnt)["metrics_address"]
         .as_str()
         .expect("metrics address in stats")
@@ -213,7 +194,7 @@ fn heal_on_read_is_counted_logged_and_recorded() {
             v.disk(i).display()
         ));
     }
-    let g = mount_with(&v, "metrics=127.0.0.1:0");
+    let g = v.mount_with("metrics=127.0.0.1:0");
     let addr = stats_json(&v.mnt)["metrics_address"]
         .as_str()
         .unwrap()
@@ -283,7 +264,7 @@ fn heal_on_read_is_counted_logged_and_recorded() {
     assert!(text.contains("errors seen"), "{text}");
 
     // The heal was written back: the next mount reads clean, and the totals stay as they were.
-    let g = mount_with(&v, "metrics=127.0.0.1:0");
+    let g = v.mount_with("metrics=127.0.0.1:0");
     let addr = stats_json(&v.mnt)["metrics_address"]
         .as_str()
         .unwrap()

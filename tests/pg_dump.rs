@@ -327,24 +327,6 @@ fn fingerprint(pg: &PgServer, db: &str) -> String {
     out
 }
 
-fn mount_allow_other(v: &Vol) -> MountGuard {
-    let guard = MountGuard::new(&v.mnt);
-    let out = vfs(&[
-        "mount",
-        "-o",
-        &format!("{},allow_other", v.passopt()),
-        v.config.to_str().unwrap(),
-        v.mnt.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "mount failed: {}\nlog:\n{}",
-        stderr(&out),
-        v.log()
-    );
-    guard
-}
-
 #[test]
 fn pg_dump_plain_custom_directory_restore_identical() {
     if !fuse_available() {
@@ -366,7 +348,7 @@ fn pg_dump_plain_custom_directory_restore_identical() {
     let dumps = v.mnt.join("dumps");
     let d = dumps.display().to_string();
     {
-        let g = mount_allow_other(&v);
+        let g = v.mount_with("allow_other");
         std::fs::create_dir(&dumps).unwrap();
         std::os::unix::fs::chown(&dumps, Some(uid), Some(gid)).unwrap();
         pg.ok(
@@ -384,7 +366,7 @@ fn pg_dump_plain_custom_directory_restore_identical() {
         g.umount();
     }
     // Restore from a fresh mount, so the bytes come back through the store and not the page cache.
-    let g = mount_allow_other(&v);
+    let g = v.mount_with("allow_other");
     let sizes = sh(&format!("du -sb {d}/src.sql {d}/src.dump {d}/src.dir"));
     pg.ok("createdb", &["r_plain"]);
     pg.ok(

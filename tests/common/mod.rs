@@ -109,11 +109,20 @@ impl Vol {
 
     /// Mounts (daemonized) and returns the guard; panics with the CLI's message on failure.
     pub fn mount(&self) -> MountGuard {
+        self.mount_with("")
+    }
+
+    /// Like [`Vol::mount`], with extra comma-separated `-o` options.
+    pub fn mount_with(&self, extra: &str) -> MountGuard {
         let guard = MountGuard::new(&self.mnt);
+        let mut opts = self.passopt();
+        if !extra.is_empty() {
+            opts = format!("{opts},{extra}");
+        }
         let out = vfs(&[
             "mount",
             "-o",
-            &self.passopt(),
+            &opts,
             self.config.to_str().unwrap(),
             self.mnt.to_str().unwrap(),
         ]);
@@ -121,7 +130,7 @@ impl Vol {
             out.status.success(),
             "mount failed: {}\nlog:\n{}",
             stderr(&out),
-            std::fs::read_to_string(self.state().join("valencefs.log")).unwrap_or_default()
+            self.log()
         );
         assert!(
             is_mounted(&self.mnt),
