@@ -405,6 +405,17 @@ pub struct HelperCli {
     pub fstype: Option<String>,
 }
 
+/// An existing config file is a config problem with a clear message; other errors map as usual.
+fn refuse_overwrite(config: &Path, e: crate::Error) -> Failure {
+    match e {
+        crate::Error::Exists => Failure::new(
+            Code::Config,
+            format!("{} already exists; not overwriting", config.display()),
+        ),
+        e => e.into(),
+    }
+}
+
 /// What the process was asked to do: the `valencefs` CLI, or `mount.valencefs` called by mount(8).
 pub enum Invocation {
     Cli(Cli),
@@ -568,13 +579,7 @@ fn dispatch(cmd: Command) -> Outcome {
                     || std::env::var_os("VALENCEFS_INSECURE_FAST_KDF").is_some_and(|v| v == "1"),
                 s3,
             })
-            .map_err(|e| match e {
-                crate::Error::Exists => Failure::new(
-                    Code::Config,
-                    format!("{} already exists; not overwriting", config.display()),
-                ),
-                e => e.into(),
-            })?;
+            .map_err(|e| refuse_overwrite(&config, e))?;
             println!(
                 "created {} volume over {} disks; config {}, state {}",
                 cfg.redundancy,
@@ -610,14 +615,8 @@ fn dispatch(cmd: Command) -> Outcome {
             disks,
         } => {
             let pass = passphrase(passfile.as_deref(), false)?;
-            let (cfg, generation) =
-                volume::recover(&config, &disks, &state, &pass).map_err(|e| match e {
-                    crate::Error::Exists => Failure::new(
-                        Code::Config,
-                        format!("{} already exists; not overwriting", config.display()),
-                    ),
-                    e => e.into(),
-                })?;
+            let (cfg, generation) = volume::recover(&config, &disks, &state, &pass)
+                .map_err(|e| refuse_overwrite(&config, e))?;
             println!(
                 "recovered metadata generation {generation} into {}; config {} ({} disks, {})",
                 cfg.state_dir.display(),

@@ -16,7 +16,6 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::meta::Meta;
-use crate::store::DiskState;
 
 /// File name of the metadata database inside a state directory (as `Fs::start` creates it).
 pub const META_FILE: &str = "meta.redb";
@@ -37,16 +36,4 @@ pub fn open_meta(state_dir: &Path) -> Result<Meta> {
         )),
         e => e,
     })
-}
-
-/// Lower-case name of a disk state, as reports print it.
-pub fn state_name(s: DiskState) -> &'static str {
-    match s {
-        DiskState::Ok => "ok",
-        DiskState::Missing => "missing",
-        DiskState::ReadOnly => "read-only",
-        DiskState::Stale => "stale",
-        DiskState::Foreign => "foreign",
-        DiskState::Unreadable => "unreadable",
-    }
 }

@@ -10,8 +10,6 @@ use crate::error::{Error, Result};
 use crate::store::scan::{check_shard, ShardCheck};
 use crate::store::{ChunkId, DiskState, Store};
 
-use super::state_name;
-
 /// Progress after each chunk, for a progress bar.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ReplaceProgress {
@@ -191,7 +189,7 @@ pub fn replace_with(
     }
     store.sync()?;
     let health = store.health();
-    report.state = state_name(health[slot].state).to_string();
+    report.state = health[slot].state.name().to_string();
     if health[slot].state != DiskState::Ok {
         return Err(Error::Volume(format!(
             "disk #{slot} is {} after rebuild",

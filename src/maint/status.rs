@@ -12,7 +12,6 @@ use crate::store::scan::list_shards;
 use crate::store::{Disk, DiskState, Store};
 
 use super::scrub::keyless_volume;
-use super::state_name;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DiskStatus {
@@ -127,7 +126,7 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
             DiskStatus {
                 index: h.index,
                 path: h.description,
-                state: state_name(h.state).to_string(),
+                state: h.state.name().to_string(),
                 detail: h.detail,
                 total_bytes: space.map(|s| s.0),
                 free_bytes: space.map(|s| s.1),
