@@ -1,10 +1,12 @@
 //! Keys and sealing: master key, purpose subkeys, Argon2id keyslots, the deterministic chunk envelope and blobs.
 //!
-//! The only module that imports `aes-gcm` and `argon2`. Key material lives in `Zeroizing` buffers and no type here
-//! implements a `Debug` that prints key bytes.
+//! The only module that does AES-GCM and Argon2. AES-256-GCM comes from `aws-lc-rs` (already linked for the S3 disks'
+//! TLS): `cargo bench --bench store` measures it at several times the RustCrypto `aes-gcm` crate on the same CPU,
+//! and sealing was the slowest stage of the write path. `tests/store_kat.rs` checks every sealed format against the
+//! independent `aes-gcm` implementation. Key material lives in `Zeroizing` buffers (AWS-LC cleanses its own key
+//! schedules) and no type here implements a `Debug` that prints key bytes.
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
@@ -87,8 +89,35 @@ pub struct Keys {
     chunk_id: Zeroizing<[u8; 32]>,
     chunker: Zeroizing<[u8; 32]>,
     nonce: Zeroizing<[u8; 32]>,
-    data: Aes256Gcm,
-    meta: Aes256Gcm,
+    data: LessSafeKey,
+    meta: LessSafeKey,
+}
+
+/// An AES-256-GCM key.
+fn gcm_key(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("32-byte AES-256 key"))
+}
+
+/// `ciphertext || tag` of `msg` (12-byte `nonce`, `aad` authenticated).
+fn gcm_seal(key: &LessSafeKey, nonce: &[u8; 12], aad: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len() + 16);
+    out.extend_from_slice(msg);
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(*nonce),
+        Aad::from(aad),
+        &mut out,
+    )
+    .expect("AES-GCM encryption of a bounded buffer cannot fail");
+    out
+}
+
+/// Opens `ciphertext || tag` in place and returns the plaintext's length (at the start of `buf`); `None` when
+/// authentication fails.
+fn gcm_open(key: &LessSafeKey, nonce: &[u8], aad: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    key.open_in_place(nonce, Aad::from(aad), buf)
+        .ok()
+        .map(|p| p.len())
 }
 
 impl std::fmt::Debug for Keys {
@@ -108,8 +137,8 @@ impl Keys {
             chunk_id: d(CTX_CHUNK_ID),
             chunker: d(CTX_CHUNKER),
             nonce: d(CTX_NONCE),
-            data: Aes256Gcm::new_from_slice(data.as_ref()).expect("32-byte key"),
-            meta: Aes256Gcm::new_from_slice(meta.as_ref()).expect("32-byte key"),
+            data: gcm_key(&data),
+            meta: gcm_key(&meta),
             master,
         }
     }
@@ -156,17 +185,8 @@ impl Keys {
         rand::rngs::OsRng.fill_bytes(&mut slot.salt);
         rand::rngs::OsRng.fill_bytes(&mut slot.nonce);
         let kek = kek(passphrase, params, &slot.salt)?;
-        let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).expect("32-byte key");
         let aad = keyslot_aad(volume_id, &slot);
-        let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&slot.nonce),
-                Payload {
-                    msg: self.master.as_ref(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::Format("keyslot wrap failed".into()))?;
+        let ct = gcm_seal(&gcm_key(&kek), &slot.nonce, &aad, self.master.as_ref());
         slot.wrapped.copy_from_slice(&ct);
         Ok(slot)
     }
@@ -182,24 +202,17 @@ impl Keys {
             p_cost: slot.p_cost,
         };
         let kek = kek(passphrase, &params, &slot.salt)?;
-        let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).expect("32-byte key");
         let aad = keyslot_aad(volume_id, slot);
-        match cipher.decrypt(
-            Nonce::from_slice(&slot.nonce),
-            Payload {
-                msg: &slot.wrapped,
-                aad: &aad,
-            },
-        ) {
-            Ok(pt) => {
-                let pt = Zeroizing::new(pt);
+        let mut buf = Zeroizing::new(slot.wrapped);
+        match gcm_open(&gcm_key(&kek), &slot.nonce, &aad, buf.as_mut()) {
+            Some(32) => {
                 let mut m = [0u8; 32];
-                m.copy_from_slice(&pt);
+                m.copy_from_slice(&buf[..32]);
                 let keys = Keys::from_master(m);
                 zeroize::Zeroize::zeroize(&mut m);
                 Ok(Some(keys))
             }
-            Err(_) => Ok(None),
+            _ => Ok(None),
         }
     }
 
@@ -226,9 +239,13 @@ impl Keys {
         let aad = envelope_aad(volume_id, chunk_id);
         let tag = self
             .data
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[12..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut out[12..],
+            )
             .expect("AES-GCM encryption of a bounded buffer cannot fail");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
         debug_assert_eq!(out.len(), total);
         out
     }
@@ -247,10 +264,8 @@ impl Keys {
         }
         let aad = envelope_aad(volume_id, chunk_id);
         let (head, rest) = envelope.split_at_mut(12);
-        let (inner, tag) = rest.split_at_mut(n - ENVELOPE_OVERHEAD);
-        self.data
-            .decrypt_in_place_detached(Nonce::from_slice(head), &aad, inner, Tag::from_slice(tag))
-            .map_err(|_| bad())?;
+        gcm_open(&self.data, head, &aad, rest).ok_or_else(bad)?;
+        let inner = &rest[..n - ENVELOPE_OVERHEAD];
         let flags = inner[0];
         let len = u32::from_le_bytes(inner[4..8].try_into().expect("4")) as usize;
         if INNER_HEADER_LEN + len > inner.len() {
@@ -267,17 +282,7 @@ impl Keys {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = [AAD_BLOB, &FORMAT_VERSION.to_le_bytes(), volume_id, label].concat();
-        let ct = self
-            .meta
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: data,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encryption of a bounded buffer cannot fail");
-        [&nonce[..], &ct].concat()
+        [&nonce[..], &gcm_seal(&self.meta, &nonce, &aad, data)].concat()
     }
 
     /// Opens a blob sealed by [`Keys::seal_blob`] with the same label.
@@ -286,15 +291,11 @@ impl Keys {
             return Err(Error::Corrupt("sealed blob too short".into()));
         }
         let aad = [AAD_BLOB, &FORMAT_VERSION.to_le_bytes(), volume_id, label].concat();
-        self.meta
-            .decrypt(
-                Nonce::from_slice(&sealed[..12]),
-                Payload {
-                    msg: &sealed[12..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::Corrupt("sealed blob failed authentication".into()))
+        let mut buf = sealed[12..].to_vec();
+        let len = gcm_open(&self.meta, &sealed[..12], &aad, &mut buf)
+            .ok_or_else(|| Error::Corrupt("sealed blob failed authentication".into()))?;
+        buf.truncate(len);
+        Ok(buf)
     }
 }
 
