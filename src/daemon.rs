@@ -299,7 +299,8 @@ fn opts_to_string(o: &MountOpts) -> String {
         (o.nodev, "nodev"),
         (o.nosuid, "nosuid"),
         (o.noexec, "noexec"),
-        (o.writeback_cache, "writeback_cache"),
+        (o.writeback_cache == Some(true), "writeback_cache"),
+        (o.writeback_cache == Some(false), "no_writeback_cache"),
     ] {
         if on {
             v.push(name.into());
@@ -342,6 +343,7 @@ fn serve(
         read_only: opts.read_only,
         sync: opts.sync,
         noatime: opts.noatime,
+        kernel_writeback: opts.kernel_writeback(),
         // The kernel checks permissions: we always mount with `default_permissions`.
         check_permissions: false,
         ..FsOptions::default()
@@ -362,7 +364,7 @@ fn serve(
         read_only: opts.read_only,
         noatime: opts.noatime,
         noexec: opts.noexec,
-        writeback_cache: opts.writeback_cache,
+        writeback_cache: opts.kernel_writeback(),
         workers: opts.workers.unwrap_or(MountSettings::default().workers),
     };
     let mounted = match fuse::mount(std::sync::Arc::clone(&fs), mountpoint, &settings) {
@@ -404,10 +406,11 @@ fn serve(
         })
         .map_err(|e| Failure::new(Code::Failure, format!("signal thread: {e}")))?;
     tracing::info!(
-        "{} mounted at {} (pid {})",
+        "{} mounted at {} (pid {}; kernel writeback cache {})",
         config_path.display(),
         mountpoint.display(),
-        std::process::id()
+        std::process::id(),
+        if opts.kernel_writeback() { "on" } else { "off" }
     );
     report("OK\n");
     let result = mounted.run();

@@ -207,7 +207,9 @@ impl Fs {
         Ok(buf)
     }
 
-    /// Writes `data` at `offset` (or at the end for handles opened with O_APPEND); returns bytes written.
+    /// Writes `data` at `offset` (or at the end for handles opened with O_APPEND, unless the kernel's writeback
+    /// cache placed the write: its offsets are final, and its page flushes may come in any order); returns bytes
+    /// written.
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         self.writable()?;
         {
@@ -225,7 +227,7 @@ impl Fs {
                 self.cond.wait_for(&mut g, Duration::from_millis(200));
             }
             let f = g.files.get_mut(&ino).ok_or(Error::BadHandle)?;
-            let off = if flags & libc::O_APPEND != 0 {
+            let off = if flags & libc::O_APPEND != 0 && !self.opts.kernel_writeback {
                 f.inode.size
             } else {
                 offset

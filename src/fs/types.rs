@@ -156,6 +156,9 @@ pub struct FsOptions {
     /// Minimum seconds between metadata snapshots sealed onto the disks (also taken at shutdown). 0: at every
     /// durable commit.
     pub snapshot_interval_secs: u64,
+    /// The kernel caches writes (FUSE writeback cache) and sends them with their final offsets: `O_APPEND` is then
+    /// the kernel's business, and a write-only handle may be used for the kernel's page reads.
+    pub kernel_writeback: bool,
 }
 
 impl Default for FsOptions {
@@ -169,6 +172,7 @@ impl Default for FsOptions {
             check_permissions: true,
             commit_interval_secs: 5,
             snapshot_interval_secs: 30,
+            kernel_writeback: false,
         }
     }
 }
