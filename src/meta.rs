@@ -1034,6 +1034,18 @@ impl Tx {
         Ok(existed)
     }
 
+    /// Whether any inode carries an attribute called `name` (a full scan of the attribute table).
+    pub fn any_xattr_named(&mut self, name: &[u8]) -> Result<bool> {
+        let t = table!(self, XATTRS);
+        for item in t.iter().map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            if k.value().1 == name {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub fn xattr_names(&mut self, ino: u64) -> Result<Vec<Vec<u8>>> {
         let t = table!(self, XATTRS);
         let mut out = Vec::new();

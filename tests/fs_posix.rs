@@ -411,3 +411,58 @@ fn permissions_when_the_core_checks() {
     assert_eq!(a.uid, 1000);
     fs.shutdown().unwrap();
 }
+
+/// Under the kernel's writeback cache, the kernel resolves `O_APPEND` itself and flushes dirty pages with their
+/// final offsets, in any order: the core must write where it is told, not at the current end of file.
+#[test]
+fn kernel_writeback_writes_append_handles_at_the_given_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = FsOptions {
+        kernel_writeback: true,
+        ..FsOptions::default()
+    };
+    let fs = Fs::start(Arc::new(MemChunks::new()), dir.path(), opts).unwrap();
+    let ino = write_file(&fs, ROOT_INO, "log", &[b'a'; 10_000]);
+    let fh = fs.open(&C, ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    // Two appended pages flushed out of order: the second page first.
+    fs.write(ino, fh, 14_096, &[b'c'; 100]).unwrap();
+    fs.write(ino, fh, 10_000, &[b'b'; 4096]).unwrap();
+    // The kernel may read through a write-only handle to fill a partial page.
+    assert_eq!(fs.read(ino, fh, 9_998, 4).unwrap(), b"aabb");
+    fs.release(ino, fh).unwrap();
+    let mut want = vec![b'a'; 10_000];
+    want.extend_from_slice(&[b'b'; 4096]);
+    want.extend_from_slice(&[b'c'; 100]);
+    assert_same(&read_all(&fs, ino), &want);
+    fs.shutdown().unwrap();
+}
+
+/// `security.capability` is looked up before every write, so it has a fast path; it must still see attributes
+/// set during this mount and those stored by an earlier one.
+#[test]
+fn capability_xattr_fast_path_sees_every_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = Arc::new(MemChunks::new());
+    let cap = n("security.capability");
+    let (f, g) = {
+        let fs = open_fs(dir.path(), Arc::clone(&chunks));
+        let f = write_file(&fs, ROOT_INO, "f", b"x");
+        let g = write_file(&fs, ROOT_INO, "g", b"y");
+        assert!(matches!(fs.getxattr(&C, f, cap), Err(Error::NoXattr)));
+        fs.setxattr(&C, f, cap, b"\x01\x00\x00\x02", 0).unwrap();
+        assert_eq!(fs.getxattr(&C, f, cap).unwrap(), b"\x01\x00\x00\x02");
+        assert!(matches!(fs.getxattr(&C, g, cap), Err(Error::NoXattr)));
+        fs.shutdown().unwrap();
+        (f, g)
+    };
+    let fs = open_fs(dir.path(), chunks);
+    assert_eq!(
+        fs.getxattr(&C, f, cap).unwrap(),
+        b"\x01\x00\x00\x02",
+        "after a restart"
+    );
+    assert!(matches!(fs.getxattr(&C, g, cap), Err(Error::NoXattr)));
+    fs.removexattr(&C, f, cap).unwrap();
+    assert!(matches!(fs.getxattr(&C, f, cap), Err(Error::NoXattr)));
+    fs.shutdown().unwrap();
+}

@@ -195,6 +195,9 @@ pub struct Fs {
     meta_reader: crate::meta::MetaReader,
     usage_cache: Mutex<Option<(Instant, crate::metrics::UsageSample)>>,
     disk_totals: Mutex<DiskTotals>,
+    /// Some inode has (or had, during this mount) a `security.capability` attribute. While none does, the
+    /// kernel's lookup of it before every write is answered without the core's lock or the database.
+    capability_xattrs: std::sync::atomic::AtomicBool,
 }
 
 /// Per-disk lifetime counters kept in the metadata database: what earlier mounts recorded, and the live values
@@ -411,6 +414,7 @@ impl Fs {
                 inner.pending_free.push(id);
             }
         }
+        let capability_xattrs = tx.any_xattr_named(xattr::CAPABILITY)?;
         tx.commit(true)?;
         let (ptx, prx) = std::sync::mpsc::channel();
         let fs = Arc::new(Fs {
@@ -438,6 +442,7 @@ impl Fs {
             metrics,
             meta_reader,
             usage_cache: Mutex::new(None),
+            capability_xattrs: capability_xattrs.into(),
             disk_totals: Mutex::new(DiskTotals {
                 base,
                 written: Vec::new(),

@@ -4,9 +4,13 @@ use super::perm::{self, R, W};
 use super::*;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::Ordering;
 
 /// Largest value accepted (the kernel's XATTR_SIZE_MAX).
 const VALUE_MAX: usize = 65536;
+/// File capabilities: the kernel asks for this attribute before every write to a file (to drop it), so it has a
+/// fast path.
+pub(crate) const CAPABILITY: &[u8] = b"security.capability";
 
 impl Fs {
     /// Validates a name and checks the caller may touch it (`mask` R or W) on `inode`.
@@ -78,6 +82,9 @@ impl Fs {
         if flags & libc::XATTR_REPLACE != 0 && !exists {
             return Err(Error::NoXattr);
         }
+        if n == CAPABILITY {
+            self.capability_xattrs.store(true, Ordering::SeqCst);
+        }
         tx.set_xattr(ino, n, value)?;
         inode.ctime = now();
         g.save(&mut tx, &inode)?;
@@ -85,6 +92,10 @@ impl Fs {
     }
 
     pub fn getxattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
+        // Set before the attribute is stored (under the core lock), so a reader that sees it unset finds none.
+        if name.as_bytes() == CAPABILITY && !self.capability_xattrs.load(Ordering::SeqCst) {
+            return Err(Error::NoXattr);
+        }
         let g = self.inner.lock();
         let mut tx = g.meta.write()?;
         let inode = g.inode(&mut tx, ino)?;
