@@ -586,7 +586,6 @@ impl Fs {
         batch: &[(u64, Arc<Vec<u8>>)],
         old: &BTreeMap<u64, Extent>,
     ) -> Result<(Vec<Extent>, Vec<NewChunk>)> {
-        type Slot = Mutex<Option<Result<(u64, [u8; 32])>>>;
         let max_chunk = self.chunks.max_chunk_size().max(1);
         let patch_max = (max_chunk / 4).min(PATCH_MAX);
         let run = |i: usize| (batch[i].0, batch[i].0 + batch[i].1.len() as u64);
@@ -720,10 +719,15 @@ impl Fs {
             }
         }
 
-        let ids: Vec<ChunkId> = pieces
-            .iter()
-            .map(|(b, s, l)| self.chunks.chunk_id(&b[*s..s + l]))
-            .collect();
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 4);
+        // Chunk ids (a keyed BLAKE3 pass over every byte) on the same workers as the puts below.
+        let ids: Vec<ChunkId> = par_each(workers, pieces.len(), |i| {
+            let (b, s, l) = &pieces[i];
+            self.chunks.chunk_id(&b[*s..s + l])
+        });
         let mut out: Vec<Extent> = extents
             .into_iter()
             .map(|(e, p)| Extent { chunk: ids[p], ..e })
@@ -746,26 +750,13 @@ impl Fs {
             &self.metrics.chunks_deduplicated,
             (ids.len() - todo.len()) as u64,
         );
-        let results: Vec<Slot> = todo.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 4)
-            .min(todo.len());
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = todo.get(k) else { break };
-                    let (b, st, l) = &pieces[i];
-                    *results[k].lock() = Some(self.chunks.put_stripe(&ids[i], &b[*st..st + l]));
-                });
-            }
+        let results = par_each(workers, todo.len(), |k| {
+            let (b, st, l) = &pieces[todo[k]];
+            self.chunks.put_stripe(&ids[todo[k]], &b[*st..st + l])
         });
         let mut new_chunks = Vec::with_capacity(todo.len());
-        for (k, &i) in todo.iter().enumerate() {
-            let (stored, stripe) = results[k].lock().take().expect("every job ran")?;
+        for (&i, r) in todo.iter().zip(results) {
+            let (stored, stripe) = r?;
             new_chunks.push(NewChunk {
                 id: ids[i],
                 len: pieces[i].2 as u64,
@@ -893,4 +884,30 @@ pub(crate) fn flusher_loop(fs: std::sync::Weak<Fs>) {
             }
         }
     }
+}
+
+/// `f(0..n)` on up to `workers` scoped threads (the calling thread runs inline when one is enough), results in
+/// index order.
+fn par_each<T: Send>(workers: usize, n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let workers = workers.min(n);
+    if workers <= 1 {
+        return (0..n).map(f).collect();
+    }
+    let slots: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
+                    break;
+                }
+                *slots[k].lock() = Some(f(k));
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("every job ran"))
+        .collect()
 }
