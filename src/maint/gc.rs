@@ -73,7 +73,7 @@ pub fn gc(store: &Store, meta: &Meta) -> Result<GcReport> {
         } else if referenced.contains(&id) {
             report.kept_referenced += 1;
             rows.insert(id);
-        } else if tx.forget_chunk_if_unused(&id)? {
+        } else if tx.forget_chunk_if_unused(&id)?.is_some() {
             report.rows_freed += 1;
             free.push(id);
         }
