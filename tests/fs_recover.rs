@@ -320,7 +320,9 @@ fn recover_from_a_mid_session_snapshot_after_chunks_were_freed() {
         copy_dir(root.path(), root2.path());
         lose_and_recover(root2.path(), &root2.path().join("state"), &at_third);
     }
-    // And the clean-unmount state of the volume is intact.
+    // And the clean-unmount state of the volume is intact. A remount carries on the pointer's snapshots: its
+    // first keeps the last one as the fallback, and deletes the one before.
+    let before = st.snapshot_pointers()[0];
     let fs = Fs::start(
         open_store(root.path(), false) as Arc<dyn Chunks>,
         &state,
@@ -328,7 +330,16 @@ fn recover_from_a_mid_session_snapshot_after_chunks_were_freed() {
     )
     .unwrap();
     assert_eq!(manifest(&fs), at_third);
+    write_file(&fs, "after remount", b"x");
     fs.shutdown().unwrap();
+    let after = st.snapshot_pointers()[0];
+    assert_eq!(after.previous, Some(before.current));
+    let live = st.list_chunks().unwrap();
+    assert!(live.contains(&before.current));
+    assert!(
+        !live.contains(&before.previous.unwrap()),
+        "an unnamed snapshot was left behind"
+    );
 }
 
 /// A held chunk (freed, kept for recovery) written again is revived: the deferred delete must not remove it.

@@ -152,8 +152,8 @@ fn gc_keeps_chunks_a_usable_snapshot_references() {
     fs.unlink(&C, ROOT_INO, OsStr::new("x")).unwrap();
     fs.forget(x.ino, 1);
     fs.sync_all().unwrap();
-    fs.snapshot_now().unwrap(); // exact, but the first stays the fallback
-    fs.shutdown().unwrap();
+    fs.shutdown().unwrap(); // its snapshot is exact, but the first stays the fallback
+
     drop(fs);
 
     let meta = open_meta(&vol.state()).unwrap();
@@ -203,13 +203,14 @@ fn gc_keeps_chunks_a_usable_snapshot_references() {
     );
     drop(meta);
 
-    // A mount whose unmount snapshot is its first: the pointer names only that one, and x's chunks can go.
+    // A mount (its unmount snapshot makes the exact second one the fallback): no named snapshot references x's
+    // chunks any more, and they can go.
     let fs = vol.fs(st.clone());
     fs.shutdown().unwrap();
     drop(fs);
     let meta = open_meta(&vol.state()).unwrap();
     let r = gc(&st, &meta).unwrap();
-    // (Also the earlier mount's two snapshot chunks, which the pointer no longer names.)
+
     assert!(
         r.orphan_chunks_freed >= held.len() as u64,
         "{}",

@@ -66,6 +66,10 @@ pub trait Chunks: Send + Sync {
     fn keeps_snapshots(&self) -> bool {
         false
     }
+    /// The newest snapshot pointer on the disks: (generation, current snapshot chunk, previous snapshot chunk).
+    fn snapshot_pointer(&self) -> Option<(u64, ChunkId, Option<ChunkId>)> {
+        None
+    }
     /// Stores a metadata snapshot (the redb file's bytes) durably on the disks; returns its chunk id, or `None`
     /// when this store keeps no snapshots.
     fn save_snapshot(
@@ -112,6 +116,18 @@ impl Chunks for crate::store::Store {
     }
     fn keeps_snapshots(&self) -> bool {
         true
+    }
+    fn snapshot_pointer(&self) -> Option<(u64, ChunkId, Option<ChunkId>)> {
+        let pointers = self.snapshot_pointers();
+        let p = *pointers.first()?;
+        // Disks disagreeing on the newest generation (a crash or a failure mid-rewrite): no pointer to trust.
+        if pointers
+            .get(1)
+            .is_some_and(|q| q.generation == p.generation)
+        {
+            return None;
+        }
+        Some((p.generation, p.current, p.previous))
     }
     fn save_snapshot(
         &self,
@@ -203,7 +219,7 @@ pub struct Fs {
     /// snapshot lock, which `snapshot` holds while it waits for the gate).
     snapshot_stale: AtomicBool,
     /// Held chunks (FORMAT.md §10) of a generation below this are no longer named by any snapshot the disks'
-    /// pointer names: the snapshot before it in this mount, or the newest one when it was the mount's first.
+    /// pointer names: the fallback of the newest snapshot, or the newest itself when it has none.
     release_below: AtomicU64,
     /// A snapshot was saved since held chunks were last looked at.
     held_due: AtomicBool,
@@ -238,7 +254,8 @@ struct Prefetch {
     done: parking_lot::Condvar,
 }
 
-/// Where metadata snapshots stand: when the last was taken and the chunks of the last two this mount saved.
+/// Where metadata snapshots stand: when the last was taken and the chunks of the last two saved (by this mount, or
+/// named by the pointer of this database's last snapshot).
 struct SnapshotState {
     last: Option<Instant>,
     /// The newest snapshot's chunk and generation: the pointer names it.
@@ -429,6 +446,12 @@ impl Fs {
                 inner.pending_free.push(id);
             }
         }
+        // The pointer this database's last snapshot wrote (same generation): its snapshots stay the fallback and
+        // the one to delete next, as within one mount; otherwise the first snapshot starts afresh.
+        let generation = tx.setting("snapshot_generation")?;
+        let named = chunks
+            .snapshot_pointer()
+            .filter(|p| generation > 0 && p.0 == generation);
         tx.commit(true)?;
         let (ptx, prx) = std::sync::mpsc::channel();
         let fs = Arc::new(Fs {
@@ -443,8 +466,8 @@ impl Fs {
             threads: Mutex::new(Vec::new()),
             snapshots: Mutex::new(SnapshotState {
                 last: None,
-                current: None,
-                previous: None,
+                current: named.map(|p| (p.1, p.0)),
+                previous: named.and_then(|p| p.2),
             }),
             snapshot_stale: AtomicBool::new(true),
             release_below: AtomicU64::new(0),
@@ -568,6 +591,7 @@ impl Fs {
         }
         if check_held {
             let below = self.release_below.load(Ordering::SeqCst);
+            let mut left = false;
             for (id, held_since, _) in tx.all_held()? {
                 if held_since < below {
                     tx.release_held(&id)?;
@@ -575,7 +599,14 @@ impl Fs {
                     if tx.chunk(&id)?.is_none() {
                         freed.push(id);
                     }
+                } else {
+                    left = true;
                 }
+            }
+            // Holds end only as snapshots move on, and a snapshot is taken only when something changed: ask for
+            // the next one anyway, so an idle volume returns freed space within two intervals too.
+            if left {
+                self.snapshot_stale.store(true, Ordering::SeqCst);
             }
         }
         tx.commit(true)?;
