@@ -32,6 +32,9 @@ const SETTINGS: TableDefinition<&str, u64> = TableDefinition::new("settings");
 const DISK_COUNTERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("disk_counters");
 /// "root" → the integrity record of the last metadata snapshot ([`Integrity`]).
 const INTEGRITY: TableDefinition<&str, &[u8]> = TableDefinition::new("integrity");
+/// chunk id → held-since generation (u64) ‖ the chunk's last row (56 bytes): chunks whose last reference is durably
+/// gone but whose shards a metadata snapshot that `recover` could use may still name (FORMAT.md §10).
+const HELD: TableDefinition<&[u8], &[u8]> = TableDefinition::new("held");
 
 /// The integrity root over every referenced chunk's stripe hash, as recorded with a metadata snapshot generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -294,6 +297,14 @@ impl ChunkRow {
             stripe,
         })
     }
+}
+
+fn decode_held(b: &[u8]) -> Result<(u64, ChunkRow)> {
+    if b.len() != 64 {
+        return Err(Error::Meta("held chunk record of wrong length".into()));
+    }
+    let since = u64::from_le_bytes(b[..8].try_into().expect("length checked"));
+    Ok((since, ChunkRow::decode(&b[8..])?))
 }
 
 /// A directory entry as readdir sees it.
@@ -943,18 +954,77 @@ impl Tx {
         Ok(None)
     }
 
-    /// Deletes a chunk's row if nothing references it; returns whether it did.
-    pub fn forget_chunk_if_unused(&mut self, id: &ChunkId) -> Result<bool> {
+    /// Deletes a chunk's row if nothing references it; returns the row it deleted.
+    pub fn forget_chunk_if_unused(&mut self, id: &ChunkId) -> Result<Option<ChunkRow>> {
         match self.chunk(id)? {
             Some(row) if row.refs == 0 => {
                 self.touch();
                 table!(self, CHUNKS)
                     .remove(id.0.as_slice())
                     .map_err(db_err)?;
-                Ok(true)
+                Ok(Some(row))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
+    }
+
+    /// Holds a chunk whose row was just deleted: its shards stay until no metadata snapshot of a generation
+    /// `≤ since` can be used by `recover` (FORMAT.md §10). Holding it again keeps the newer generation.
+    pub fn hold_chunk(&mut self, id: &ChunkId, since: u64, row: &ChunkRow) -> Result<()> {
+        self.touch();
+        let since = match self.held_chunk(id)? {
+            Some((g, _)) => g.max(since),
+            None => since,
+        };
+        let mut v = [0u8; 64];
+        v[..8].copy_from_slice(&since.to_le_bytes());
+        let row = ChunkRow { refs: 0, ..*row };
+        v[8..].copy_from_slice(&row.encode());
+        table!(self, HELD)
+            .insert(id.0.as_slice(), v.as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A held chunk: (held-since generation, its last row).
+    pub fn held_chunk(&mut self, id: &ChunkId) -> Result<Option<(u64, ChunkRow)>> {
+        let t = table!(self, HELD);
+        let v = t.get(id.0.as_slice()).map_err(db_err)?;
+        v.map(|g| decode_held(g.value())).transpose()
+    }
+
+    /// Every held chunk: (id, held-since generation, last row).
+    pub fn all_held(&mut self) -> Result<Vec<(ChunkId, u64, ChunkRow)>> {
+        let t = table!(self, HELD);
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let id = ChunkId(
+                k.value()
+                    .try_into()
+                    .map_err(|_| Error::Meta("held chunk key of wrong length".into()))?,
+            );
+            let (since, row) = decode_held(v.value())?;
+            out.push((id, since, row));
+        }
+        Ok(out)
+    }
+
+    /// Forgets every hold; returns how many there were. A database recovered from a snapshot must not trust its
+    /// holds: the snapshot was taken before the mount that wrote it deleted some of them.
+    pub fn clear_held(&mut self) -> Result<u64> {
+        let held = self.all_held()?;
+        for (id, _, _) in &held {
+            self.release_held(id)?;
+        }
+        Ok(held.len() as u64)
+    }
+
+    /// Ends a chunk's hold (its shards are about to be deleted, or it is referenced again).
+    pub fn release_held(&mut self, id: &ChunkId) -> Result<()> {
+        self.touch();
+        table!(self, HELD).remove(id.0.as_slice()).map_err(db_err)?;
+        Ok(())
     }
 
     /// Every chunk row: (id, row).

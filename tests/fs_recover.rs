@@ -166,3 +166,239 @@ fn recover_refuses_to_overwrite_and_needs_a_snapshot() {
     let err = recover_state(&st, &state).unwrap_err().to_string();
     assert!(err.contains("already exists"), "{err}");
 }
+
+/// No timer may take a snapshot or commit in the middle of the script: the tests force them.
+fn manual() -> FsOptions {
+    FsOptions {
+        commit_interval_secs: 3600,
+        snapshot_interval_secs: 3600,
+        ..Default::default()
+    }
+}
+
+fn write_file(fs: &Fs, name: &str, data: &[u8]) {
+    let (a, fh) = match fs.lookup(&C, ROOT_INO, OsStr::new(name)) {
+        Ok(a) => {
+            let fh = fs.open(&C, a.ino, libc::O_RDWR).unwrap();
+            (a, fh)
+        }
+        Err(_) => fs
+            .create(&C, ROOT_INO, OsStr::new(name), 0o644, 0, libc::O_RDWR)
+            .unwrap(),
+    };
+    fs.write(a.ino, fh, 0, data).unwrap();
+    fs.release(a.ino, fh).unwrap();
+}
+
+fn pseudo(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Loses the state directory (the machine is gone, no unmount), recovers it from the disks, proves the snapshot
+/// it came from (`scrub --integrity`) and checks that every file of the recovered tree reads back whole and that
+/// the tree is `want`.
+fn lose_and_recover(root: &Path, state: &Path, want: &Manifest) {
+    std::fs::remove_dir_all(state).unwrap();
+    let st = open_store(root, false);
+    recover_state(&st, state).unwrap();
+    let proof = valencefs::maint::integrity::verify(&st, None, None).unwrap();
+    assert!(
+        proof.lost.is_empty() && proof.degraded == 0 && proof.ok(),
+        "{}",
+        proof.summary()
+    );
+    assert!(proof.proven > 0, "{}", proof.summary());
+    let fs = Fs::start(st as Arc<dyn Chunks>, state, manual()).unwrap();
+    assert_eq!(&manifest(&fs), want);
+    fs.shutdown().unwrap();
+}
+
+/// The machine is lost mid-session, after chunks were freed since the last periodic snapshot: `recover` brings
+/// back that snapshot, whose files still name the freed chunks, so their shards must still be on the disks; the
+/// same when the newest snapshot is unreadable and recovery falls back to the one before. Two snapshots later the
+/// freed chunks are really gone.
+#[test]
+fn recover_from_a_mid_session_snapshot_after_chunks_were_freed() {
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    let st = open_store(root.path(), true);
+    let fs = Fs::start(st.clone() as Arc<dyn Chunks>, &state, manual()).unwrap();
+    build_tree(&fs);
+    write_file(&fs, "victim", &pseudo(3_000_000, 1));
+    write_file(&fs, "gone", &pseudo(1_500_000, 2));
+    write_file(&fs, "shared", &pseudo(1_000_000, 3));
+    fs.snapshot_now().unwrap();
+    let at_first = manifest(&fs);
+    let chunks_first: Vec<_> = st.list_chunks().unwrap();
+
+    // Overwrite, delete and truncate: their old chunks lose their last reference and the commit frees them.
+    write_file(&fs, "victim", &pseudo(3_000_000, 4));
+    let n = OsStr::new;
+    let gone = fs.lookup(&C, ROOT_INO, n("gone")).unwrap();
+    fs.unlink(&C, ROOT_INO, n("gone")).unwrap();
+    fs.forget(gone.ino, 2);
+    let shared = fs.lookup(&C, ROOT_INO, n("shared")).unwrap();
+    let set = valencefs::fs::SetAttr {
+        size: Some(1000),
+        ..Default::default()
+    };
+    fs.setattr(&C, shared.ino, &set).unwrap();
+    fs.sync_all().unwrap();
+    // The snapshot the disks point at still names them: lose the machine now (a copy of the disks as they are).
+    {
+        let root2 = tempfile::tempdir().unwrap();
+        copy_dir(root.path(), root2.path());
+        lose_and_recover(root2.path(), &root2.path().join("state"), &at_first);
+    }
+
+    // A second snapshot: it is exact, but the pointer keeps the first as its fallback. Make the newest unreadable
+    // (every shard gone) and recovery takes the first, which must still read whole.
+    fs.snapshot_now().unwrap();
+    let at_second = manifest(&fs);
+    let newest = st.snapshot_pointers()[0];
+    assert!(newest.previous.is_some());
+    {
+        let root2 = tempfile::tempdir().unwrap();
+        copy_dir(root.path(), root2.path());
+        let st2 = open_store(root2.path(), false);
+        st2.delete(&newest.current).unwrap();
+        drop(st2);
+        lose_and_recover(root2.path(), &root2.path().join("state"), &at_first);
+    }
+    {
+        let root2 = tempfile::tempdir().unwrap();
+        copy_dir(root.path(), root2.path());
+        lose_and_recover(root2.path(), &root2.path().join("state"), &at_second);
+    }
+
+    // A third: now no snapshot the pointer names references the freed chunks, and their shards are deleted.
+    write_file(&fs, "later", b"a change, so there is something to snapshot");
+    fs.snapshot_now().unwrap();
+    let at_third = manifest(&fs);
+    fs.shutdown().unwrap();
+    drop(fs);
+    let live: std::collections::BTreeSet<_> = st.list_chunks().unwrap().into_iter().collect();
+    let freed = chunks_first.iter().filter(|id| !live.contains(id)).count();
+    assert!(
+        freed >= 3,
+        "only {freed} of the first snapshot's {} chunks were deleted",
+        chunks_first.len()
+    );
+    {
+        // Nothing leaked: every chunk left is referenced or is a snapshot the pointer names, and nothing is held.
+        let meta = valencefs::maint::open_meta(&state).unwrap();
+        let mut tx = meta.write().unwrap();
+        assert_eq!(tx.all_held().unwrap().len(), 0);
+        let rows: std::collections::BTreeSet<_> = tx
+            .all_chunks()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let snapshots = st.snapshot_chunks();
+        for id in &live {
+            assert!(
+                rows.contains(id) || snapshots.contains(id),
+                "chunk {} left on the disks unreferenced",
+                id.to_hex()
+            );
+        }
+        for id in &snapshots {
+            assert!(live.contains(id), "a named snapshot was deleted");
+        }
+    }
+    {
+        let root2 = tempfile::tempdir().unwrap();
+        copy_dir(root.path(), root2.path());
+        lose_and_recover(root2.path(), &root2.path().join("state"), &at_third);
+    }
+    // And the clean-unmount state of the volume is intact. A remount carries on the pointer's snapshots: its
+    // first keeps the last one as the fallback, and deletes the one before.
+    let before = st.snapshot_pointers()[0];
+    let fs = Fs::start(
+        open_store(root.path(), false) as Arc<dyn Chunks>,
+        &state,
+        manual(),
+    )
+    .unwrap();
+    assert_eq!(manifest(&fs), at_third);
+    write_file(&fs, "after remount", b"x");
+    fs.shutdown().unwrap();
+    let after = st.snapshot_pointers()[0];
+    assert_eq!(after.previous, Some(before.current));
+    let live = st.list_chunks().unwrap();
+    assert!(live.contains(&before.current));
+    assert!(
+        !live.contains(&before.previous.unwrap()),
+        "an unnamed snapshot was left behind"
+    );
+}
+
+/// A held chunk (freed, kept for recovery) written again is revived: the deferred delete must not remove it.
+#[test]
+fn a_held_chunk_written_again_survives_its_deferred_delete() {
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    let st = open_store(root.path(), true);
+    let fs = Fs::start(st.clone() as Arc<dyn Chunks>, &state, manual()).unwrap();
+    let data = pseudo(2_000_000, 9);
+    write_file(&fs, "a", &data);
+    fs.snapshot_now().unwrap();
+    let a = fs.lookup(&C, ROOT_INO, OsStr::new("a")).unwrap();
+    fs.unlink(&C, ROOT_INO, OsStr::new("a")).unwrap();
+    // The kernel forgets it (create's and this lookup's references): the inode and its chunk references go.
+    fs.forget(a.ino, 2);
+    fs.sync_all().unwrap();
+    {
+        let meta_held = fs.usage().unwrap();
+        assert_eq!(meta_held.chunk_bytes, 0, "a's chunks are unreferenced");
+    }
+    // Held now; the same bytes come back under another name before the hold ends.
+    write_file(&fs, "b", &data);
+    fs.sync_all().unwrap();
+    for i in 0..3 {
+        write_file(&fs, "tick", format!("snapshot {i}").as_bytes());
+        fs.snapshot_now().unwrap();
+    }
+    fs.shutdown().unwrap();
+    drop(fs);
+    let fs = Fs::start(
+        open_store(root.path(), false) as Arc<dyn Chunks>,
+        &state,
+        manual(),
+    )
+    .unwrap();
+    let a = fs.lookup(&C, ROOT_INO, OsStr::new("b")).unwrap();
+    let fh = fs.open(&C, a.ino, libc::O_RDONLY).unwrap();
+    let back = fs.read(a.ino, fh, 0, data.len() as u32 + 1).unwrap();
+    assert!(back == data, "b reads back differently");
+    fs.release(a.ino, fh).unwrap();
+    fs.shutdown().unwrap();
+    drop(fs);
+    let root2 = tempfile::tempdir().unwrap();
+    copy_dir(root.path(), root2.path());
+    let st2 = open_store(root2.path(), false);
+    let proof = valencefs::maint::integrity::verify(&st2, None, None).unwrap();
+    assert!(proof.ok() && proof.degraded == 0, "{}", proof.summary());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}

@@ -130,10 +130,24 @@ fn memory_stays_bounded_and_deletes_return_space() {
     fs.release(a.ino, fh).unwrap();
     assert_eq!(check.finalize(), hasher.finalize());
 
-    // Deleting the file and committing returns the disks to (near) their empty usage.
+    // Deleting the file and committing holds its chunks: the metadata snapshot the disks point at (taken at the
+    // unmount) still names them, and `recover` could bring it back (FORMAT.md §10).
     fs.unlink(&C, ROOT_INO, OsStr::new("big")).unwrap();
     fs.forget(a.ino, 1);
     fs.sync_all().unwrap();
+    let held = du(&disks(root.path()));
+    assert!(
+        held > total,
+        "freed before a snapshot replaced the one naming them: {held} bytes left"
+    );
+    // The next snapshot still keeps it as the pointer's fallback; the one after that replaces it too, and the
+    // disks return to (near) their empty usage.
+    fs.snapshot_now().unwrap();
+    assert!(
+        du(&disks(root.path())) > total,
+        "freed while still the fallback"
+    );
+    fs.snapshot_now().unwrap();
     let left = du(&disks(root.path()));
     assert!(
         left < empty + (1 << 20),

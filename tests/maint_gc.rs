@@ -132,3 +132,99 @@ fn gc_frees_unreferenced_chunks_and_keeps_referenced_ones() {
     fs.release(a.ino, fh).unwrap();
     fs.shutdown().unwrap();
 }
+
+/// gc never frees what a metadata snapshot named by the disks' pointer references (`recover` could bring it
+/// back): not a held chunk, not an orphan such a snapshot names; it frees them once no named snapshot does; and it
+/// frees nothing unreferenced when the newest snapshot cannot be read.
+#[test]
+fn gc_keeps_chunks_a_usable_snapshot_references() {
+    let vol = Vol::new();
+    let st = vol.store();
+    let fs = vol.fs(st.clone());
+    let mut seed = 5u64;
+    let data: Vec<u8> = (0..600_000).map(|_| xorshift(&mut seed) as u8).collect();
+    let (x, fh) = fs
+        .create(&C, ROOT_INO, OsStr::new("x"), 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    fs.write(x.ino, fh, 0, &data).unwrap();
+    fs.release(x.ino, fh).unwrap();
+    fs.snapshot_now().unwrap(); // names x's chunks
+    fs.unlink(&C, ROOT_INO, OsStr::new("x")).unwrap();
+    fs.forget(x.ino, 1);
+    fs.sync_all().unwrap();
+    fs.shutdown().unwrap(); // its snapshot is exact, but the first stays the fallback
+
+    drop(fs);
+
+    let meta = open_meta(&vol.state()).unwrap();
+    let held: Vec<ChunkId> = {
+        let mut tx = meta.write().unwrap();
+        tx.all_held().unwrap().into_iter().map(|h| h.0).collect()
+    };
+    assert!(held.len() >= 3, "x's chunks are held: {}", held.len());
+    let orphan = |seed: u64| {
+        let data = vec![seed as u8; 50_000 + seed as usize];
+        let id = st.chunk_id(&data);
+        st.put(&id, &data).unwrap();
+        st.sync().unwrap();
+        id
+    };
+    let listed = |id: &ChunkId| st.list_chunks().unwrap().contains(id);
+
+    // fsck counts them, as held for recovery, not as problems.
+    let f = valencefs::maint::fsck::fsck(&meta, Some(&st), false).unwrap();
+    assert_eq!(
+        (f.errors(), f.held_chunks),
+        (0, held.len() as u64),
+        "{}",
+        f.summary()
+    );
+
+    let o1 = orphan(1);
+    let r = gc(&st, &meta).unwrap();
+    eprintln!("{}", r.summary());
+    assert_eq!(r.held_kept, held.len() as u64);
+    assert_eq!((r.held_freed, r.orphan_chunks_freed), (0, 1));
+    assert!(held.iter().all(listed), "gc freed a held chunk");
+    assert!(!listed(&o1));
+
+    // As after `recover`, which drops the holds: x's chunks are orphans now, but the fallback snapshot names them.
+    {
+        let mut tx = meta.write().unwrap();
+        assert_eq!(tx.clear_held().unwrap(), held.len() as u64);
+        tx.commit(true).unwrap();
+    }
+    let r = gc(&st, &meta).unwrap();
+    assert_eq!(r.snapshot_referenced_kept, held.len() as u64);
+    assert_eq!(r.orphan_chunks_freed, 0);
+    assert!(
+        held.iter().all(listed),
+        "gc freed a chunk the fallback snapshot references"
+    );
+    drop(meta);
+
+    // A mount (its unmount snapshot makes the exact second one the fallback): no named snapshot references x's
+    // chunks any more, and they can go.
+    let fs = vol.fs(st.clone());
+    fs.shutdown().unwrap();
+    drop(fs);
+    let meta = open_meta(&vol.state()).unwrap();
+    let r = gc(&st, &meta).unwrap();
+
+    assert!(
+        r.orphan_chunks_freed >= held.len() as u64,
+        "{}",
+        r.summary()
+    );
+    assert!(!held.iter().any(listed));
+
+    // The newest snapshot unreadable: nothing a snapshot might reference is freed.
+    let o2 = orphan(2);
+    for id in st.snapshot_chunks() {
+        st.delete(&id).unwrap();
+    }
+    let r = gc(&st, &meta).unwrap();
+    assert!(r.snapshots_unreadable >= 1);
+    assert_eq!(r.orphan_chunks_freed, 0);
+    assert!(listed(&o2));
+}

@@ -733,15 +733,25 @@ impl Fs {
             .map(|(e, p)| Extent { chunk: ids[p], ..e })
             .collect();
         out.extend(kept);
-        // Which chunks are new? The put gate (held by our caller) keeps a known chunk from being freed meanwhile.
+        // Which chunks are new? The put gate (held by our caller) keeps a known chunk from being freed meanwhile,
+        // and a held one (freed, shards kept for recovery) from being deleted: that one is revived, not stored.
         let mut todo: Vec<usize> = Vec::new();
+        let mut revived: Vec<NewChunk> = Vec::new();
         {
             let g = self.inner.lock();
             let mut tx = g.meta.write()?;
             let mut seen = std::collections::HashSet::new();
             for (i, id) in ids.iter().enumerate() {
                 if seen.insert(*id) && tx.chunk(id)?.is_none() {
-                    todo.push(i);
+                    match tx.held_chunk(id)? {
+                        Some((_, row)) => revived.push(NewChunk {
+                            id: *id,
+                            len: row.len,
+                            stored: row.stored,
+                            stripe: row.stripe,
+                        }),
+                        None => todo.push(i),
+                    }
                 }
             }
         }
@@ -754,7 +764,7 @@ impl Fs {
             let (b, st, l) = &pieces[todo[k]];
             self.chunks.put_stripe(&ids[todo[k]], &b[*st..st + l])
         });
-        let mut new_chunks = Vec::with_capacity(todo.len());
+        let mut new_chunks = revived;
         for (&i, r) in todo.iter().zip(results) {
             let (stored, stripe) = r?;
             new_chunks.push(NewChunk {

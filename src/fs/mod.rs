@@ -21,7 +21,7 @@ mod types;
 mod xattr;
 
 pub use mem::MemChunks;
-pub use recover::recover_state;
+pub use recover::{forget_holds, recover_state};
 pub use types::*;
 
 use crate::error::{Error, Result};
@@ -32,6 +32,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -58,6 +59,15 @@ pub trait Chunks: Send + Sync {
     fn sync(&self) -> Result<()>;
     /// (total, free) bytes a user could store, after redundancy; `None` if unknown.
     fn space(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// Whether [`Chunks::save_snapshot`] keeps snapshots: then freed chunks are held until no snapshot that
+    /// `recover` could use names them (FORMAT.md §10); otherwise they are deleted at once.
+    fn keeps_snapshots(&self) -> bool {
+        false
+    }
+    /// The newest snapshot pointer on the disks: (generation, current snapshot chunk, previous snapshot chunk).
+    fn snapshot_pointer(&self) -> Option<(u64, ChunkId, Option<ChunkId>)> {
         None
     }
     /// Stores a metadata snapshot (the redb file's bytes) durably on the disks; returns its chunk id, or `None`
@@ -103,6 +113,21 @@ impl Chunks for crate::store::Store {
     }
     fn space(&self) -> Option<(u64, u64)> {
         crate::store::Store::space(self)
+    }
+    fn keeps_snapshots(&self) -> bool {
+        true
+    }
+    fn snapshot_pointer(&self) -> Option<(u64, ChunkId, Option<ChunkId>)> {
+        let pointers = self.snapshot_pointers();
+        let p = *pointers.first()?;
+        // Disks disagreeing on the newest generation (a crash or a failure mid-rewrite): no pointer to trust.
+        if pointers
+            .get(1)
+            .is_some_and(|q| q.generation == p.generation)
+        {
+            return None;
+        }
+        Some((p.generation, p.current, p.previous))
     }
     fn save_snapshot(
         &self,
@@ -189,6 +214,15 @@ pub struct Fs {
     opts: FsOptions,
     threads: Mutex<Vec<JoinHandle<()>>>,
     snapshots: Mutex<SnapshotState>,
+    /// Changes were committed durably since the last snapshot's image was taken. Set by `sync_durable` and
+    /// cleared by `snapshot`, both under the exclusive put gate (an atomic, so `sync_durable` never waits for the
+    /// snapshot lock, which `snapshot` holds while it waits for the gate).
+    snapshot_stale: AtomicBool,
+    /// Held chunks (FORMAT.md §10) of a generation below this are no longer named by any snapshot the disks'
+    /// pointer names: the fallback of the newest snapshot, or the newest itself when it has none.
+    release_below: AtomicU64,
+    /// A snapshot was saved since held chunks were last looked at.
+    held_due: AtomicBool,
     prefetch: Prefetch,
     metrics: crate::metrics::FsMetrics,
     /// Reads usage figures for metrics without the core's lock.
@@ -223,12 +257,13 @@ struct Prefetch {
     done: parking_lot::Condvar,
 }
 
-/// Where metadata snapshots stand: when the last was taken and the chunks of the last two.
+/// Where metadata snapshots stand: when the last was taken and the chunks of the last two saved (by this mount, or
+/// named by the pointer of this database's last snapshot).
 struct SnapshotState {
     last: Option<Instant>,
-    /// Changes were committed since the last snapshot.
-    stale: bool,
-    current: Option<ChunkId>,
+    /// The newest snapshot's chunk and generation: the pointer names it.
+    current: Option<(ChunkId, u64)>,
+    /// The one before it: the pointer names it as the fallback.
     previous: Option<ChunkId>,
 }
 
@@ -415,6 +450,12 @@ impl Fs {
             }
         }
         let capability_xattrs = tx.any_xattr_named(xattr::CAPABILITY)?;
+        // The pointer this database's last snapshot wrote (same generation): its snapshots stay the fallback and
+        // the one to delete next, as within one mount; otherwise the first snapshot starts afresh.
+        let generation = tx.setting("snapshot_generation")?;
+        let named = chunks
+            .snapshot_pointer()
+            .filter(|p| generation > 0 && p.0 == generation);
         tx.commit(true)?;
         let (ptx, prx) = std::sync::mpsc::channel();
         let fs = Arc::new(Fs {
@@ -429,10 +470,12 @@ impl Fs {
             threads: Mutex::new(Vec::new()),
             snapshots: Mutex::new(SnapshotState {
                 last: None,
-                stale: true,
-                current: None,
-                previous: None,
+                current: named.map(|p| (p.1, p.0)),
+                previous: named.and_then(|p| p.2),
             }),
+            snapshot_stale: AtomicBool::new(true),
+            release_below: AtomicU64::new(0),
+            held_due: AtomicBool::new(false),
             prefetch: Prefetch {
                 tx: Mutex::new(ptx),
                 rx: Arc::new(Mutex::new(prx)),
@@ -518,7 +561,8 @@ impl Fs {
     }
 
     /// Makes every committed change durable: chunk shards first, then the metadata that references them; then frees
-    /// chunks whose last reference is now durably gone.
+    /// chunks whose last reference is now durably gone: at once when the store keeps no metadata snapshots, else
+    /// into the `held` table, whose chunks are deleted once no snapshot `recover` could use names them.
     pub(crate) fn sync_durable(&self) -> Result<()> {
         let _gate = self.put_gate.write();
         self.chunks.sync()?;
@@ -528,24 +572,52 @@ impl Fs {
         }
         g.meta.commit_durable()?;
         if g.unsynced {
-            self.snapshots.lock().stale = true;
+            self.snapshot_stale.store(true, Ordering::SeqCst);
         }
         g.unsynced = false;
-        if g.pending_free.is_empty() {
+        let check_held = self.held_due.swap(false, Ordering::SeqCst);
+        if g.pending_free.is_empty() && !check_held {
             return Ok(());
         }
         let pending = std::mem::take(&mut g.pending_free);
         let mut tx = g.meta.write()?;
+        let hold = self.chunks.keeps_snapshots();
+        // Snapshots up to this generation were taken before this commit and may name these chunks.
+        let since = tx.setting("snapshot_generation")?;
         let mut freed = Vec::new();
         for id in pending {
-            if tx.forget_chunk_if_unused(&id)? {
-                freed.push(id);
+            if let Some(row) = tx.forget_chunk_if_unused(&id)? {
+                if hold {
+                    tx.hold_chunk(&id, since, &row)?;
+                } else {
+                    freed.push(id);
+                }
+            }
+        }
+        if check_held {
+            let below = self.release_below.load(Ordering::SeqCst);
+            let mut left = false;
+            for (id, held_since, _) in tx.all_held()? {
+                if held_since < below {
+                    tx.release_held(&id)?;
+                    // Written again meanwhile (revived or stored anew): its row owns the shards now.
+                    if tx.chunk(&id)?.is_none() {
+                        freed.push(id);
+                    }
+                } else {
+                    left = true;
+                }
+            }
+            // Holds end only as snapshots move on, and a snapshot is taken only when something changed: ask for
+            // the next one anyway, so an idle volume returns freed space within two intervals too.
+            if left {
+                self.snapshot_stale.store(true, Ordering::SeqCst);
             }
         }
         tx.commit(true)?;
-        // Shards go only after the rows are durably gone (FORMAT.md ordering rule); a crash here leaves orphan shards
-        // that gc reclaims. Holding the lock keeps a concurrent flush from seeing the chunk as absent and storing it
-        // again while its shards are being removed.
+        // Shards go only after the rows (and holds) are durably gone (FORMAT.md ordering rule); a crash here leaves
+        // orphan shards that gc reclaims. Holding the gate and the lock keeps a concurrent flush from seeing the
+        // chunk as absent and storing (or reviving) it again while its shards are being removed.
         let mut cache = self.cache.lock();
         for id in freed {
             cache.remove(&id);
@@ -556,8 +628,16 @@ impl Fs {
         Ok(())
     }
 
+    /// Takes a metadata snapshot now (after making everything durable) if anything changed since the last one,
+    /// whatever `snapshot_interval_secs` says.
+    pub fn snapshot_now(&self) -> Result<()> {
+        self.sync_all()?;
+        self.snapshot(true)
+    }
+
     /// Seals the metadata database onto the disks (promise 5: the volume survives losing this machine), when
-    /// changes happened and the snapshot interval has passed, or always when `force`d (unmount).
+    /// changes happened and the snapshot interval has passed, or always when `force`d (unmount). Then deletes the
+    /// held chunks no snapshot the pointer names can reference any more.
     pub(crate) fn snapshot(&self, force: bool) -> Result<()> {
         if self.opts.read_only {
             return Ok(());
@@ -566,7 +646,7 @@ impl Fs {
         let due = snap.last.map_or(true, |t| {
             t.elapsed() >= Duration::from_secs(self.opts.snapshot_interval_secs)
         });
-        if !snap.stale || !(force || due) {
+        if !self.snapshot_stale.load(Ordering::SeqCst) || !(force || due) {
             return Ok(());
         }
         let (generation, db) = {
@@ -583,28 +663,44 @@ impl Fs {
             tx.commit(true)?;
             // The file now holds exactly the last durable commit; copy it while no commit can run.
             let db = g.meta.durable_image()?;
+            self.snapshot_stale.store(false, Ordering::SeqCst);
             (generation, db)
         };
-        let Some(id) = self.chunks.save_snapshot(generation, &db, snap.current)? else {
-            snap.stale = false;
-            snap.last = Some(Instant::now());
-            return Ok(());
+        let id = match self
+            .chunks
+            .save_snapshot(generation, &db, snap.current.map(|c| c.0))
+        {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                snap.last = Some(Instant::now());
+                return Ok(());
+            }
+            Err(e) => {
+                self.snapshot_stale.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
         };
         // The pointer now names `id` and, as fallback, `snap.current`; the one before that can go, unless a file
         // happens to share its bytes.
         if let Some(old) = snap.previous.take() {
-            if old != id && Some(old) != snap.current {
+            if old != id && Some(old) != snap.current.map(|c| c.0) {
+                let _gate = self.put_gate.write();
                 let g = self.inner.lock();
                 let mut tx = g.meta.write()?;
-                if tx.chunk(&old)?.is_none() {
+                if tx.chunk(&old)?.is_none() && tx.held_chunk(&old)?.is_none() {
                     let _ = self.chunks.delete(&old);
                 }
             }
         }
-        snap.previous = snap.current.replace(id);
-        snap.stale = false;
+        // The oldest generation a usable snapshot can now have: held chunks freed after it was taken (held since
+        // a generation below it) are named by no snapshot `recover` would read.
+        let oldest_named = snap.current.map_or(generation, |(_, g)| g);
+        snap.previous = snap.current.replace((id, generation)).map(|c| c.0);
         snap.last = Some(Instant::now());
-        Ok(())
+        drop(snap);
+        self.release_below.fetch_max(oldest_named, Ordering::SeqCst);
+        self.held_due.store(true, Ordering::SeqCst);
+        self.sync_durable()
     }
 
     /// Ends a metadata transaction inside a flush, which holds the put gate: never durable here (a durable

@@ -22,10 +22,24 @@ pub fn recover_state(store: &Store, state_dir: &Path) -> Result<u64> {
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&db)?;
-        f.sync_all()?;
+        f.sync_all()
+    };
+    write().map_err(|e| Error::io(tmp.display(), e))?;
+    forget_holds(&crate::meta::Meta::open(&tmp)?)?;
+    let place = || -> std::io::Result<()> {
         std::fs::rename(&tmp, &db_path)?;
         std::fs::File::open(state_dir)?.sync_all()
     };
-    write().map_err(|e| Error::io(db_path.display(), e))?;
+    place().map_err(|e| Error::io(db_path.display(), e))?;
     Ok(generation)
+}
+
+/// Drops the snapshot's held chunks (FORMAT.md §10) from a recovered database, durably. The mount that wrote the
+/// snapshot may have deleted some of them since, so reviving one would reference lost shards; those still on the
+/// disks become orphans for `gc`, which keeps whatever a usable snapshot references.
+pub fn forget_holds(meta: &crate::meta::Meta) -> Result<u64> {
+    let mut tx = meta.write()?;
+    let n = tx.clear_held()?;
+    tx.commit(true)?;
+    Ok(n)
 }

@@ -35,6 +35,9 @@ pub struct FsckReport {
     pub dirents: u64,
     pub extents: u64,
     pub chunk_rows: u64,
+    /// Chunks no longer referenced whose shards are held for recovery: a metadata snapshot `recover` could use may
+    /// still reference them (FORMAT.md §10). Not a problem; the mount (or gc) frees them later.
+    pub held_chunks: u64,
     /// Referenced chunks whose shards were checked (0 unless a store was given).
     pub chunks_checked: u64,
     pub problems: Vec<Problem>,
@@ -63,11 +66,13 @@ impl FsckReport {
 
     pub fn summary(&self) -> String {
         format!(
-            "fsck: {} inodes, {} entries, {} extents, {} chunk rows: {} problems, {} corrected, {} left",
+            "fsck: {} inodes, {} entries, {} extents, {} chunk rows, {} chunks held for recovery: {} problems, {} \
+             corrected, {} left",
             self.inodes,
             self.dirents,
             self.extents,
             self.chunk_rows,
+            self.held_chunks,
             self.errors(),
             self.errors() - self.uncorrected(),
             self.uncorrected()
@@ -123,6 +128,7 @@ pub fn fsck(meta: &Meta, store: Option<&Store>, repair: bool) -> Result<FsckRepo
     report.dirents = dirents.len() as u64;
     report.extents = extents.len() as u64;
     report.chunk_rows = rows.len() as u64;
+    report.held_chunks = tx.all_held()?.len() as u64;
     let mut changed = false;
 
     // 1. Directory entries must name an existing inode inside an existing directory.

@@ -55,7 +55,13 @@ impl Vol {
         Fs::start(
             store as Arc<dyn Chunks>,
             &self.state(),
-            FsOptions::default(),
+            // No timer may commit or snapshot mid-script: a snapshot taken at an unpredictable point changes which
+            // freed chunks stay held for `recover` (FORMAT.md §10). Unmount still commits and snapshots.
+            FsOptions {
+                commit_interval_secs: 3600,
+                snapshot_interval_secs: 3600,
+                ..Default::default()
+            },
         )
         .unwrap()
     }
