@@ -1,4 +1,4 @@
-//! Directory disk: objects are files under a root directory, replaced atomically by temp file + fsync + rename.
+//! Directory disk: objects are files under a root directory, written to a temp file and renamed into place.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -12,18 +12,26 @@ use rand::Rng;
 
 use super::{check_name, Disk, DiskStat};
 use crate::error::{Error, Result};
-use crate::store::format::DISK_HEADER_NAME;
+use crate::store::format::{DISK_HEADER_NAME, SHARD_DIR};
 
 /// A [`Disk`] backed by a directory.
 ///
-/// Durability argument: `put` fsyncs the temp file *before* renaming it, so the real name only ever points at
-/// complete bytes, even after a crash. The new directory entry is made durable by `sync`, which fsyncs every
-/// directory touched since the previous `sync` (per-file fsync plus batched directory fsync; unlike `syncfs` it
-/// does not flush unrelated files on a shared filesystem, and it reports errors for exactly our files).
+/// Durability argument. Named objects that are replaced in place (the disk header, the snapshot pointer) and
+/// any object that already exists are fsynced *before* the rename, so their name only ever points at complete
+/// bytes, even after a crash. A *new* shard is renamed into place with its writeback merely started
+/// (`sync_file_range`), and fsynced by the next `sync`, many at once: one fsync per shard at put time was the
+/// write path's largest wait. A power cut before that `sync` can leave such a shard torn, which is safe because
+/// nothing durable names it yet (the metadata that references a chunk commits only after `Store::sync`) and
+/// every shard verifies itself (payload hash in its header), so a torn one reads as missing. `sync` then fsyncs
+/// every directory touched since the previous `sync` (per-file fsync plus batched directory fsync; unlike
+/// `syncfs` it does not flush unrelated files on a shared filesystem, and it reports errors for exactly our
+/// files).
 pub struct DirDisk {
     root: PathBuf,
     /// Directories whose entries changed (rename, unlink, mkdir) since the last `sync`.
     dirty_dirs: Mutex<HashSet<PathBuf>>,
+    /// New shard files whose contents `sync` must still fsync.
+    unsynced_files: Mutex<Vec<PathBuf>>,
     /// The filesystem (st_dev) the root was on when first seen.
     device: OnceLock<u64>,
 }
@@ -33,6 +41,7 @@ impl DirDisk {
         DirDisk {
             root: root.to_path_buf(),
             dirty_dirs: Mutex::new(HashSet::new()),
+            unsynced_files: Mutex::new(Vec::new()),
             device: fs::metadata(root)
                 .ok()
                 .map(|m| m.dev())
@@ -126,6 +135,51 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Starts writing `f`'s dirty pages back without waiting for them, so a later fsync has little left to do.
+fn start_writeback(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call only schedules I/O. An error here is harmless: the fsync in
+    // `sync` writes and reports.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Fsyncs the contents of `files` on a few threads (the journal commits concurrent fsyncs together). A file
+/// deleted meanwhile needs nothing. Returns the files that could not be synced, with the first error.
+fn fsync_files(files: Vec<PathBuf>) -> Option<(Vec<PathBuf>, std::io::Error)> {
+    const THREADS: usize = 8;
+    let sync_one = |p: &PathBuf| match File::open(p).and_then(|f| f.sync_all()) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Some(e),
+        _ => None,
+    };
+    let per = files.len().div_ceil(THREADS).max(16);
+    let failures: Vec<(PathBuf, std::io::Error)> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter_map(|p| sync_one(p).map(|e| (p.clone(), e)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("fsync thread panicked"))
+            .collect()
+    });
+    let mut failures = failures.into_iter();
+    let (first, err) = failures.next()?;
+    Some((
+        std::iter::once(first)
+            .chain(failures.map(|(p, _)| p))
+            .collect(),
+        err,
+    ))
+}
+
 impl Disk for DirDisk {
     fn describe(&self) -> String {
         self.root.display().to_string()
@@ -152,16 +206,25 @@ impl Disk for DirDisk {
             path.file_name().expect("file name").to_string_lossy(),
             rand::thread_rng().gen::<u64>()
         ));
+        // See the durability argument on the type: only new shards wait for `sync`.
+        let deferred = name.starts_with(SHARD_DIR) && !path.exists();
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
-            f.sync_all()?;
+            if deferred {
+                start_writeback(&f);
+            } else {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
             // Never leave the temp file behind (it would hold space on a full disk).
             let _ = fs::remove_file(&tmp);
             return Err(self.map_err(&path, e));
+        }
+        if deferred {
+            self.unsynced_files.lock().push(path);
         }
         self.dirty_dirs.lock().insert(dir);
         Ok(())
@@ -200,6 +263,14 @@ impl Disk for DirDisk {
     }
 
     fn sync(&self) -> Result<()> {
+        // File contents first, then the directory entries that name them.
+        let files = std::mem::take(&mut *self.unsynced_files.lock());
+        if let Some((left, e)) = fsync_files(files) {
+            // Keep them for a retry; the directories stay dirty too.
+            let p = left[0].clone();
+            self.unsynced_files.lock().extend(left);
+            return Err(self.map_err(&p, e));
+        }
         let dirs: Vec<PathBuf> = self.dirty_dirs.lock().drain().collect();
         let mut first_err = None;
         for (i, d) in dirs.iter().enumerate() {

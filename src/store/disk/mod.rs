@@ -3,8 +3,10 @@
 //!
 //! Names are relative `/`-separated paths (`valencefs.hdr`, `shards/ab/cd/<hex>.<i>`). The contract, checked by
 //! one conformance suite (`tests/store_disk.rs`) for every implementation:
-//! - `put` replaces the object atomically: a reader (or a crash) sees the old content, nothing, or the new
-//!   content, never a mix; it is durable only after a later `sync` returns.
+//! - `put` replaces the object atomically: a reader sees the old content, nothing, or the new content, never a
+//!   mix; it is durable only after a later `sync` returns. A crash before that `sync` leaves the old content,
+//!   nothing, or the new content, except that a *new* shard (a name under `shards/` that did not exist) may be
+//!   left torn: shards verify themselves and nothing durable names a shard before the `sync` (see `DirDisk`).
 //! - `get` of an absent name is `Error::NotFound`; `delete` of an absent name is `Ok`.
 //! - `list(prefix)` returns every stored name starting with `prefix`, in no particular order, and never
 //!   temporary names.
