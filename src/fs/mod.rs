@@ -515,6 +515,19 @@ impl Fs {
     /// Makes every committed change durable: chunk shards first, then the metadata that references them; then frees
     /// chunks whose last reference is now durably gone.
     pub(crate) fn sync_durable(&self) -> Result<()> {
+        let mut committed = false;
+        let res = self.sync_durable_locked(&mut committed);
+        // Lock order is snapshots -> put gate -> inner (see `snapshot`): mark the snapshot stale only once both
+        // of those are released, or an fsync and the committer's snapshot deadlock each other.
+        if committed {
+            self.snapshots.lock().stale = true;
+        }
+        res
+    }
+
+    /// `sync_durable` under the put gate and the core lock; sets `committed` when non-durable changes were made
+    /// durable (so the metadata snapshot is stale).
+    fn sync_durable_locked(&self, committed: &mut bool) -> Result<()> {
         let _gate = self.put_gate.write();
         self.chunks.sync()?;
         let mut g = self.inner.lock();
@@ -522,9 +535,7 @@ impl Fs {
             tracing::warn!("recording disk error counters: {e}");
         }
         g.meta.commit_durable()?;
-        if g.unsynced {
-            self.snapshots.lock().stale = true;
-        }
+        *committed = g.unsynced;
         g.unsynced = false;
         if g.pending_free.is_empty() {
             return Ok(());
