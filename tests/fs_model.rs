@@ -17,6 +17,8 @@ enum Op {
     Write(usize, usize, u64, usize, u8),
     Truncate(usize, usize, u64),
     Punch(usize, usize, u64, u64),
+    /// fallocate mode 0: extends the size (zeros), never changes bytes.
+    Allocate(usize, usize, u64, u64),
     Rename(usize, usize, usize, usize),
     Link(usize, usize, usize, usize),
     Unlink(usize, usize),
@@ -36,6 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (d.clone(), nm.clone(), 0u64..120_000, 1usize..6_000, any::<u8>()).prop_map(|(a, b, o, l, s)| Op::Write(a, b, o, l, s)),
         2 => (d.clone(), nm.clone(), 0u64..300_000).prop_map(|(a, b, s)| Op::Truncate(a, b, s)),
         2 => (d.clone(), nm.clone(), 0u64..300_000, 1u64..100_000).prop_map(|(a, b, o, l)| Op::Punch(a, b, o, l)),
+        1 => (d.clone(), nm.clone(), 0u64..300_000, 1u64..100_000).prop_map(|(a, b, o, l)| Op::Allocate(a, b, o, l)),
         2 => (d.clone(), nm.clone(), d.clone(), nm.clone()).prop_map(|(a, b, c, e)| Op::Rename(a, b, c, e)),
         1 => (d.clone(), nm.clone(), d.clone(), nm.clone()).prop_map(|(a, b, c, e)| Op::Link(a, b, c, e)),
         1 => (d.clone(), nm.clone()).prop_map(|(a, b)| Op::Unlink(a, b)),
@@ -148,6 +151,19 @@ fn apply(fs: &Fs, m: &mut Model, op: &Op) -> Result<(), String> {
             let end = ((off + len) as usize).min(buf.len());
             if (off as usize) < end {
                 buf[off as usize..end].fill(0);
+            }
+        }
+        Op::Allocate(d, n, off, len) => {
+            let Some(&f) = m.names.get(&(d, n)) else {
+                return Ok(());
+            };
+            let ino = file_ino(fs, d, n).ok_or("file missing")?;
+            fs.fallocate(ino, 0, off, len, 0)
+                .map_err(|e| e.to_string())?;
+            let buf = &mut m.files.get_mut(&f).unwrap().0;
+            let end = (off + len) as usize;
+            if buf.len() < end {
+                buf.resize(end, 0);
             }
         }
         Op::Rename(d1, n1, d2, n2) => {

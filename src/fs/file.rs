@@ -867,7 +867,16 @@ pub(crate) fn flusher_loop(fs: std::sync::Weak<Fs>) {
             if g.stopping {
                 return;
             }
-            f.flusher_wake.wait_for(&mut g, Duration::from_millis(500));
+            // Over budget with a file that has dirty data to take: flush again at once. A writer blocked on the
+            // budget wakes this thread only while it waits, so waiting here first (a wakeup sent during the last
+            // flush is lost) stalled every write for its 200 ms re-check under a small cache.
+            let pressing = g.dirty_total > f.opts.cache_size / 4
+                && g.files
+                    .values()
+                    .any(|s| !s.is_flushing && !s.dirty.is_empty());
+            if !pressing {
+                f.flusher_wake.wait_for(&mut g, Duration::from_millis(500));
+            }
             if g.stopping {
                 return;
             }
