@@ -299,6 +299,13 @@ impl ChunkRow {
     }
 }
 
+/// A chunk id stored as a table key (the chunks and held tables).
+fn chunk_key(k: &[u8]) -> Result<ChunkId> {
+    Ok(ChunkId(k.try_into().map_err(|_| {
+        Error::Meta("chunk key of wrong length".into())
+    })?))
+}
+
 fn decode_held(b: &[u8]) -> Result<(u64, ChunkRow)> {
     if b.len() != 64 {
         return Err(Error::Meta("held chunk record of wrong length".into()));
@@ -999,11 +1006,7 @@ impl Tx {
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
-            let id = ChunkId(
-                k.value()
-                    .try_into()
-                    .map_err(|_| Error::Meta("held chunk key of wrong length".into()))?,
-            );
+            let id = chunk_key(k.value())?;
             let (since, row) = decode_held(v.value())?;
             out.push((id, since, row));
         }
@@ -1068,11 +1071,7 @@ impl Tx {
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
-            let id = ChunkId(
-                k.value()
-                    .try_into()
-                    .map_err(|_| Error::Meta("chunk key of wrong length".into()))?,
-            );
+            let id = chunk_key(k.value())?;
             out.push((id, ChunkRow::decode(v.value())?));
         }
         Ok(out)
