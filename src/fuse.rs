@@ -6,7 +6,8 @@
 //! themselves (fuser replies are `Send`). Metadata lookups answer inline.
 //!
 //! The kernel is always mounted with `default_permissions`: it checks modes, owners and groups itself against the
-//! attributes we return, so the core runs with `FsOptions::check_permissions = false`.
+//! attributes we return, so the core runs with `FsOptions::check_permissions = false`. With FUSE_POSIX_ACL it also
+//! enforces POSIX ACLs, which the core stores, keeps in step with the mode and inherits.
 
 mod mount;
 mod pool;
@@ -175,6 +176,18 @@ impl Filesystem for Adapter {
             if config.add_capabilities(bit).is_err() {
                 tracing::info!("kernel lacks FUSE capability {bit:#x}; continuing without it");
             }
+        }
+        // POSIX ACLs: the kernel checks them (with default_permissions) and leaves the umask to us, which the core
+        // applies unless a default ACL is inherited. Both or neither: without them setting an ACL is EOPNOTSUPP.
+        if config
+            .add_capabilities(consts::FUSE_POSIX_ACL | consts::FUSE_DONT_MASK)
+            .is_ok()
+        {
+            self.fs.enable_posix_acl();
+        } else {
+            tracing::info!(
+                "kernel lacks FUSE_POSIX_ACL; POSIX ACLs are not supported on this mount"
+            );
         }
         Ok(())
     }

@@ -541,3 +541,145 @@ fn fsync_does_not_deadlock_with_background_snapshots() {
     worker.join().unwrap();
     fs.shutdown().unwrap();
 }
+
+/// The kernel's xattr encoding of a POSIX ACL: (tag, perm, id) entries.
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+const ACL_USER_OBJ: u16 = 1;
+const ACL_USER: u16 = 2;
+const ACL_GROUP_OBJ: u16 = 4;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const NO_ID: u32 = u32::MAX;
+
+/// Until something enforces ACLs (the FUSE adapter, when the kernel accepts FUSE_POSIX_ACL), setting one must
+/// fail with EOPNOTSUPP rather than be stored and silently ignored.
+#[test]
+fn acls_refused_unless_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_fs(dir.path(), Arc::new(MemChunks::new()));
+    let f = write_file(&fs, ROOT_INO, "f", b"");
+    let a = acl_xattr(&[
+        (ACL_USER_OBJ, 6, NO_ID),
+        (ACL_USER, 6, 65534),
+        (ACL_GROUP_OBJ, 4, NO_ID),
+        (ACL_MASK, 6, NO_ID),
+        (ACL_OTHER, 0, NO_ID),
+    ]);
+    let e = fs.setxattr(&C, f, n("system.posix_acl_access"), &a, 0);
+    assert!(matches!(e, Err(Error::NotSupported)), "{e:?}");
+    let e = fs.setxattr(&C, ROOT_INO, n("system.posix_acl_default"), &a, 0);
+    assert!(matches!(e, Err(Error::NotSupported)), "{e:?}");
+    assert_eq!(fs.listxattr(&C, f).unwrap(), b"");
+    fs.shutdown().unwrap();
+}
+
+/// With ACLs on: an access ACL sets the mode's bits (and is not kept when the mode says it all), chmod rewrites the
+/// mask, a default ACL is inherited by new nodes with the umask ignored, and without one the umask applies.
+#[test]
+fn acls_follow_mode_chmod_and_inheritance() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_fs(dir.path(), Arc::new(MemChunks::new()));
+    fs.enable_posix_acl();
+    let access = n("system.posix_acl_access");
+    let default = n("system.posix_acl_default");
+    let f = write_file(&fs, ROOT_INO, "f", b"");
+    let named = acl_xattr(&[
+        (ACL_USER_OBJ, 6, NO_ID),
+        (ACL_USER, 6, 65534),
+        (ACL_GROUP_OBJ, 4, NO_ID),
+        (ACL_MASK, 6, NO_ID),
+        (ACL_OTHER, 0, NO_ID),
+    ]);
+    fs.setxattr(&C, f, access, &named, 0).unwrap();
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o660, "mask is the group bits");
+    assert_eq!(fs.getxattr(&C, f, access).unwrap(), named);
+    // chmod rewrites owner, mask and other entries; the named entry stays.
+    let chmod = |mode| SetAttr {
+        mode: Some(mode),
+        ..Default::default()
+    };
+    fs.setattr(&C, f, &chmod(0o604)).unwrap();
+    let after = fs.getxattr(&C, f, access).unwrap();
+    assert_eq!(
+        after,
+        acl_xattr(&[
+            (ACL_USER_OBJ, 6, NO_ID),
+            (ACL_USER, 6, 65534),
+            (ACL_GROUP_OBJ, 4, NO_ID),
+            (ACL_MASK, 0, NO_ID),
+            (ACL_OTHER, 4, NO_ID),
+        ])
+    );
+    // An ACL equivalent to a mode only sets the mode.
+    let minimal = acl_xattr(&[
+        (ACL_USER_OBJ, 7, NO_ID),
+        (ACL_GROUP_OBJ, 5, NO_ID),
+        (ACL_OTHER, 1, NO_ID),
+    ]);
+    fs.setxattr(&C, f, access, &minimal, 0).unwrap();
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o751);
+    assert!(matches!(fs.getxattr(&C, f, access), Err(Error::NoXattr)));
+    // Malformed (named entry without a mask) and default ACLs on files are refused.
+    let no_mask = acl_xattr(&[
+        (ACL_USER_OBJ, 7, NO_ID),
+        (ACL_USER, 6, 65534),
+        (ACL_GROUP_OBJ, 5, NO_ID),
+        (ACL_OTHER, 1, NO_ID),
+    ]);
+    assert!(fs.setxattr(&C, f, access, &no_mask, 0).is_err());
+    assert!(matches!(
+        fs.setxattr(&C, f, default, &named, 0),
+        Err(Error::Access)
+    ));
+    // Inheritance: umask 077 ignored under a default ACL; a subdirectory inherits the default ACL too.
+    let d = fs.mkdir(&C, ROOT_INO, n("d"), 0o755, 0o022).unwrap();
+    let dflt = acl_xattr(&[
+        (ACL_USER_OBJ, 7, NO_ID),
+        (ACL_USER, 7, 65534),
+        (ACL_GROUP_OBJ, 5, NO_ID),
+        (ACL_MASK, 7, NO_ID),
+        (ACL_OTHER, 0, NO_ID),
+    ]);
+    fs.setxattr(&C, d.ino, default, &dflt, 0).unwrap();
+    let (nf, fh) = fs
+        .create(&C, d.ino, n("nf"), 0o666, 0o077, libc::O_RDWR)
+        .unwrap();
+    fs.release(nf.ino, fh).unwrap();
+    assert_eq!(nf.perm, 0o660);
+    assert_eq!(
+        fs.getxattr(&C, nf.ino, access).unwrap(),
+        acl_xattr(&[
+            (ACL_USER_OBJ, 6, NO_ID),
+            (ACL_USER, 7, 65534),
+            (ACL_GROUP_OBJ, 5, NO_ID),
+            (ACL_MASK, 6, NO_ID),
+            (ACL_OTHER, 0, NO_ID),
+        ])
+    );
+    assert!(matches!(
+        fs.getxattr(&C, nf.ino, default),
+        Err(Error::NoXattr)
+    ));
+    let sub = fs.mkdir(&C, d.ino, n("sub"), 0o777, 0o077).unwrap();
+    assert_eq!(sub.perm, 0o770);
+    assert_eq!(fs.getxattr(&C, sub.ino, default).unwrap(), dflt);
+    // No default ACL: the core applies the umask (the kernel leaves it to us with ACLs on).
+    let plain = fs.mkdir(&C, ROOT_INO, n("plain"), 0o777, 0o027).unwrap();
+    assert_eq!(plain.perm, 0o750);
+    let node = fs
+        .mknod(&C, ROOT_INO, n("fifo"), libc::S_IFIFO | 0o666, 0o022, 0)
+        .unwrap();
+    assert_eq!(node.perm, 0o644);
+    // Only the owner may set an ACL.
+    let e = fs.setxattr(&USER, f, access, &named, 0);
+    assert!(matches!(e, Err(Error::Perm)), "{e:?}");
+    fs.shutdown().unwrap();
+}

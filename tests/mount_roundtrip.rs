@@ -170,19 +170,6 @@ fn allow_other_with_kernel_permission_checks() {
     sh(&format!(
         "echo open > {m}/public && chmod 644 {m}/public && echo secret > {m}/private && chmod 600 {m}/private"
     ));
-    let as_nobody = |cmd: &str| {
-        std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "sh",
-                "-c",
-                cmd,
-            ])
-            .output()
-            .unwrap()
-    };
     let o = as_nobody(&format!("cat {m}/public"));
     assert!(o.status.success(), "{}", stderr(&o));
     let o = as_nobody(&format!("cat {m}/private"));
@@ -241,5 +228,101 @@ fn ro_option() {
     assert_eq!(std::fs::read(v.mnt.join("f")).unwrap(), b"before ro");
     let e = std::fs::write(v.mnt.join("new"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    g.umount();
+}
+
+/// Runs `cmd` with `sh -c` as uid/gid 65534 (nobody) with no supplementary groups.
+fn as_nobody(cmd: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .output()
+        .unwrap()
+}
+
+/// Sets a POSIX ACL xattr from (tag, perm, id) entries in the kernel's encoding (no dependency on setfacl).
+fn set_acl(path: &std::path::Path, name: &str, entries: &[(u16, u16, u32)]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// POSIX ACLs on a mount: the kernel enforces a named-user entry, chmod narrows the mask (so the entry stops
+/// granting), and a directory's default ACL is inherited by new files with the creator's umask ignored.
+#[test]
+fn posix_acls_are_enforced_and_inherited() {
+    if !fuse_available() || unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    const NONE: u32 = u32::MAX;
+    let v = Vol::new("personal");
+    sh(&format!("chmod 755 {}", v.dir.path().display()));
+    let g = v.mount_with("allow_other");
+    let m = v.mnt.display();
+    sh(&format!(
+        "echo secret > {m}/f && chmod 640 {m}/f && mkdir -m 755 {m}/d"
+    ));
+    let o = as_nobody(&format!("cat {m}/f"));
+    assert!(!o.status.success(), "0640 root file readable by nobody");
+    // user::rw- user:65534:rw- group::r-- mask::rw- other::---
+    let named = [
+        (1, 6, NONE),
+        (2, 6, 65534),
+        (4, 4, NONE),
+        (0x10, 6, NONE),
+        (0x20, 0, NONE),
+    ];
+    set_acl(&v.mnt.join("f"), "system.posix_acl_access", &named).expect("set access ACL");
+    let o = as_nobody(&format!("cat {m}/f && echo more >> {m}/f"));
+    assert!(o.status.success(), "ACL entry not honoured: {}", stderr(&o));
+    assert!(sh(&format!("cat {m}/f")).contains("more"));
+    // chmod 600 sets the mask to ---: the named entry no longer grants anything.
+    sh(&format!("chmod 600 {m}/f"));
+    let o = as_nobody(&format!("cat {m}/f"));
+    assert!(!o.status.success(), "chmod did not narrow the ACL mask");
+    // Default ACL on d: new files get user:65534:rw through it even with umask 077.
+    let dflt = [
+        (1, 7, NONE),
+        (2, 7, 65534),
+        (4, 5, NONE),
+        (0x10, 7, NONE),
+        (0x20, 0, NONE),
+    ];
+    set_acl(&v.mnt.join("d"), "system.posix_acl_default", &dflt).expect("set default ACL");
+    sh(&format!(
+        "umask 077 && echo inherited > {m}/d/nf && mkdir {m}/d/sub"
+    ));
+    let mode = sh(&format!("stat -c %a {m}/d/nf {m}/d/sub"));
+    assert_eq!(mode.split_whitespace().collect::<Vec<_>>(), ["660", "770"]);
+    let o = as_nobody(&format!("cat {m}/d/nf && touch {m}/d/sub/by-nobody"));
+    assert!(
+        o.status.success(),
+        "default ACL not inherited: {}",
+        stderr(&o)
+    );
+    // Without a default ACL the umask still applies (the kernel leaves it to us with ACLs on).
+    sh(&format!(
+        "umask 027 && mkdir {m}/plain && touch {m}/plain/f"
+    ));
+    let mode = sh(&format!("stat -c %a {m}/plain {m}/plain/f"));
+    assert_eq!(mode.split_whitespace().collect::<Vec<_>>(), ["750", "640"]);
     g.umount();
 }

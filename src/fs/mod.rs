@@ -11,6 +11,7 @@
 //! that references the chunk, and a durable commit holds it exclusively around `Chunks::sync` + redb commit, so a
 //! durable transaction never references a shard that is not durable, and freeing a chunk never races a re-use.
 
+mod acl;
 mod cache;
 mod file;
 mod mem;
@@ -232,6 +233,8 @@ pub struct Fs {
     /// Some inode has (or had, during this mount) a `security.capability` attribute. While none does, the
     /// kernel's lookup of it before every write is answered without the core's lock or the database.
     capability_xattrs: std::sync::atomic::AtomicBool,
+    /// POSIX ACLs are kept and inherited (the kernel enforces them); off until [`Fs::enable_posix_acl`].
+    posix_acl: std::sync::atomic::AtomicBool,
 }
 
 /// Per-disk lifetime counters kept in the metadata database: what earlier mounts recorded, and the live values
@@ -486,6 +489,7 @@ impl Fs {
             meta_reader,
             usage_cache: Mutex::new(None),
             capability_xattrs: capability_xattrs.into(),
+            posix_acl: std::sync::atomic::AtomicBool::new(false),
             disk_totals: Mutex::new(DiskTotals {
                 base,
                 written: Vec::new(),
@@ -721,6 +725,19 @@ impl Fs {
         tx.commit(false)?;
         g.unsynced = true;
         Ok(())
+    }
+
+    /// Keeps POSIX ACLs (`system.posix_acl_access` / `_default`): setting one updates the mode, chmod updates it,
+    /// and new nodes inherit a parent's default ACL, the umask then ignored. Only for a caller that enforces them:
+    /// the FUSE adapter turns this on when the kernel accepts FUSE_POSIX_ACL. Until then setting an ACL fails with
+    /// `EOPNOTSUPP`, never stored unenforced.
+    pub fn enable_posix_acl(&self) {
+        self.posix_acl
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn acls(&self) -> bool {
+        self.posix_acl.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn writable(&self) -> Result<()> {

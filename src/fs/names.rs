@@ -1,5 +1,6 @@
 //! Namespace operations: lookup, create and remove names, links, rename, directories, attributes.
 
+use super::acl;
 use super::perm::{self, R, W, X};
 use super::*;
 use std::ffi::OsStr;
@@ -72,7 +73,20 @@ impl Fs {
             return Err(Error::Exists);
         }
         let t = now();
-        let mut perm_bits = mode & 0o7777 & !umask;
+        // A parent's default ACL replaces the umask (and is inherited); otherwise the umask applies here, as the
+        // kernel leaves it to us (FUSE_DONT_MASK) when ACLs are on.
+        let mut inherited = None;
+        if self.acls() && kind != FileKind::Symlink {
+            if let Some(raw) = tx.xattr(parent, acl::DEFAULT)? {
+                let mut access = acl::Acl::parse(&raw)?;
+                let (bits, store) = access.create_masq(mode);
+                inherited = Some((raw, store.then(|| access.encode()), bits));
+            }
+        }
+        let mut perm_bits = match &inherited {
+            Some((_, _, bits)) => (mode & 0o7000) | bits,
+            None => mode & 0o7777 & !umask,
+        };
         let mut gid = ctx.gid;
         if dir.mode & libc::S_ISGID != 0 {
             gid = dir.gid;
@@ -89,6 +103,14 @@ impl Fs {
         tx.put_inode(&inode)?;
         if let Some(target) = symlink {
             tx.set_symlink(ino, target)?;
+        }
+        if let Some((default, access, _)) = inherited {
+            if let Some(access) = access {
+                tx.set_xattr(ino, acl::ACCESS, &access)?;
+            }
+            if kind == FileKind::Dir {
+                tx.set_xattr(ino, acl::DEFAULT, &default)?;
+            }
         }
         tx.add_dirent(&mut dir, name, ino, kind.mode_bits())?;
         if kind == FileKind::Dir {
@@ -417,6 +439,14 @@ impl Fs {
                 bits &= !libc::S_ISGID;
             }
             inode.mode = (inode.mode & libc::S_IFMT) | bits;
+            if self.acls() {
+                // chmod rewrites the access ACL's owner, mask (or group) and other entries.
+                if let Some(raw) = tx.xattr(ino, acl::ACCESS)? {
+                    let mut a = acl::Acl::parse(&raw)?;
+                    a.chmod(bits);
+                    tx.set_xattr(ino, acl::ACCESS, &a.encode())?;
+                }
+            }
         }
         if set.uid.is_some() || set.gid.is_some() {
             let new_uid = set.uid.unwrap_or(inode.uid);

@@ -1,5 +1,7 @@
-//! Extended attributes: user., trusted. and security. namespaces with XATTR_CREATE / XATTR_REPLACE.
+//! Extended attributes: user., trusted. and security. namespaces with XATTR_CREATE / XATTR_REPLACE, and the
+//! POSIX ACL names when ACLs are enabled (see [`super::acl`]).
 
+use super::acl;
 use super::perm::{self, R, W};
 use super::*;
 use std::ffi::OsStr;
@@ -52,8 +54,13 @@ impl Fs {
             if mask == W && check && ctx.uid != 0 && ctx.uid != inode.uid {
                 return Err(Error::Perm);
             }
+        } else if (n == acl::ACCESS || n == acl::DEFAULT) && self.acls() {
+            // Only the owner (or root) may set an ACL; anyone may read one.
+            if mask == W && check && ctx.uid != 0 && ctx.uid != inode.uid {
+                return Err(Error::Perm);
+            }
         } else {
-            // system.* (ACLs) and unknown namespaces are not supported.
+            // Other system.* names, unknown namespaces, and ACLs when nothing would enforce them.
             return Err(Error::NotSupported);
         }
         Ok(n)
@@ -85,7 +92,25 @@ impl Fs {
         if n == CAPABILITY {
             self.capability_xattrs.store(true, Ordering::SeqCst);
         }
-        tx.set_xattr(ino, n, value)?;
+        if n == acl::ACCESS {
+            // The ACL's owner, group (or mask) and other entries are the mode's bits; an ACL that says no more
+            // than the mode is not kept.
+            let (bits, equiv) = acl::Acl::parse(value)?.mode();
+            inode.mode = (inode.mode & !0o777) | bits;
+            if equiv {
+                tx.remove_xattr(ino, n)?;
+            } else {
+                tx.set_xattr(ino, n, value)?;
+            }
+        } else if n == acl::DEFAULT {
+            if !inode.is_dir() {
+                return Err(Error::Access);
+            }
+            acl::Acl::parse(value)?;
+            tx.set_xattr(ino, n, value)?;
+        } else {
+            tx.set_xattr(ino, n, value)?;
+        }
         inode.ctime = now();
         g.save(&mut tx, &inode)?;
         self.finish(&mut g, tx)
