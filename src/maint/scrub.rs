@@ -442,6 +442,10 @@ pub fn scrub_with_progress(
         done += batch.len();
         report.chunks_checked += batch.len() as u64;
         report.bytes_checked += batch_bytes;
+        // Repaired shards are durable before the progress file says their batch is done.
+        if let Some(store) = repair.filter(|_| report.repaired_shards() > 0) {
+            store.sync()?;
+        }
         if let Some(p) = &opts.progress_file {
             write_progress(p, &vol.expect.volume_id, batch.last().expect("non-empty"))?;
         }
