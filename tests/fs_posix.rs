@@ -1,5 +1,7 @@
 //! POSIX behaviour of the core, in process, over an in-memory chunk store.
 
+mod common;
+use common::pseudo;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,23 +56,11 @@ fn assert_same(got: &[u8], want: &[u8]) {
     );
 }
 
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn files_survive_flush_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let chunks = Arc::new(MemChunks::new());
-    let data = pattern(300_000, 1);
+    let data = pseudo(300_000, 1);
     {
         let fs = open_fs(dir.path(), chunks.clone());
         let d = fs.mkdir(&C, ROOT_INO, n("d"), 0o755, 0).unwrap();
@@ -93,7 +83,7 @@ fn overwrite_in_middle_and_holes() {
     let dir = tempfile::tempdir().unwrap();
     let chunks = Arc::new(MemChunks::new());
     let fs = open_fs(dir.path(), chunks.clone());
-    let mut model = pattern(200_000, 2);
+    let mut model = pseudo(200_000, 2);
     let ino = write_file(&fs, ROOT_INO, "f", &model);
     fs.sync_all().unwrap();
     let fh = fs.open(&C, ino, libc::O_RDWR).unwrap();
@@ -124,7 +114,7 @@ fn overwrite_in_middle_and_holes() {
 fn truncate_punch_and_append() {
     let dir = tempfile::tempdir().unwrap();
     let fs = open_fs(dir.path(), Arc::new(MemChunks::new()));
-    let mut model = pattern(150_000, 3);
+    let mut model = pseudo(150_000, 3);
     let ino = write_file(&fs, ROOT_INO, "f", &model);
     fs.sync_all().unwrap();
     let set = SetAttr {
@@ -270,7 +260,7 @@ fn unlinked_open_file_stays_readable_until_release() {
     let dir = tempfile::tempdir().unwrap();
     let chunks = Arc::new(MemChunks::new());
     let fs = open_fs(dir.path(), chunks.clone());
-    let data = pattern(100_000, 4);
+    let data = pseudo(100_000, 4);
     let (attr, fh) = fs
         .create(&C, ROOT_INO, n("f"), 0o644, 0, libc::O_RDWR)
         .unwrap();
@@ -298,7 +288,7 @@ fn dedup_stores_identical_files_once() {
     let dir = tempfile::tempdir().unwrap();
     let chunks = Arc::new(MemChunks::new());
     let fs = open_fs(dir.path(), chunks.clone());
-    let data = pattern(500_000, 5);
+    let data = pseudo(500_000, 5);
     write_file(&fs, ROOT_INO, "a", &data);
     fs.sync_all().unwrap();
     let once = chunks.len();

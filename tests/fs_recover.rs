@@ -1,6 +1,8 @@
 //! Losing the machine loses nothing: the state directory comes back from the disks and the passphrase alone,
 //! also with m disks missing.
 
+mod common;
+use common::pseudo;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -188,18 +190,6 @@ fn write_file(fs: &Fs, name: &str, data: &[u8]) {
     };
     fs.write(a.ino, fh, 0, data).unwrap();
     fs.release(a.ino, fh).unwrap();
-}
-
-fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Loses the state directory (the machine is gone, no unmount), recovers it from the disks, proves the snapshot

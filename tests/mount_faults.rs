@@ -66,18 +66,6 @@ fn write_file(path: &Path, data: Vec<u8>) -> Result<(), i32> {
         .expect("write + fsync did not return within 120 s: the mount hangs")
 }
 
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn assert_reads(v: &Vol, name: &str, want: &[u8]) {
     let got =
         std::fs::read(v.mnt.join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{}", v.log()));
@@ -107,18 +95,18 @@ fn a_full_disk_fails_writes_with_enospc_and_the_volume_recovers() {
     let rig = Rig { mounts, v };
     let v = &rig.v;
     let g = v.mount();
-    let keep = data(2 << 20, 1);
+    let keep = pseudo(2 << 20, 1);
     write_file(&v.mnt.join("keep"), keep.clone()).unwrap();
     // Two of five disks fill up: a chunk then finds only three disks for its five shards, short of the four
     // (k+1) a write needs.
-    let r = write_file(&v.mnt.join("big"), data(60 << 20, 2));
+    let r = write_file(&v.mnt.join("big"), pseudo(60 << 20, 2));
     assert_eq!(r, Err(libc::ENOSPC), "filling two disks\n{}", v.log());
     assert_reads(v, "keep", &keep);
     // Room again: writes go on without a remount.
     for d in &rig.mounts {
         sh(&format!("mount -o remount,size=256m '{}'", d.0.display()));
     }
-    let after = data(3 << 20, 3);
+    let after = pseudo(3 << 20, 3);
     write_file(&v.mnt.join("after"), after.clone()).unwrap();
     assert_reads(v, "after", &after);
     assert_reads(v, "keep", &keep);
@@ -144,14 +132,14 @@ fn read_only_disks_writes_go_on_with_one_and_fail_with_erofs_on_two() {
     let rig = Rig { mounts, v };
     let v = &rig.v;
     let g = v.mount();
-    let keep = data(2 << 20, 4);
+    let keep = pseudo(2 << 20, 4);
     write_file(&v.mnt.join("keep"), keep.clone()).unwrap();
 
     sh(&format!(
         "mount -o remount,ro '{}'",
         rig.mounts[1].0.display()
     ));
-    let one = data(2 << 20, 5);
+    let one = pseudo(2 << 20, 5);
     write_file(&v.mnt.join("one_ro"), one.clone())
         .unwrap_or_else(|e| panic!("one read-only disk of five: errno {e}\n{}", v.log()));
 
@@ -159,7 +147,7 @@ fn read_only_disks_writes_go_on_with_one_and_fail_with_erofs_on_two() {
         "mount -o remount,ro '{}'",
         rig.mounts[0].0.display()
     ));
-    let r = write_file(&v.mnt.join("two_ro"), data(2 << 20, 6));
+    let r = write_file(&v.mnt.join("two_ro"), pseudo(2 << 20, 6));
     assert_eq!(r, Err(libc::EROFS), "two read-only disks\n{}", v.log());
     assert_reads(v, "keep", &keep);
     assert_reads(v, "one_ro", &one);
@@ -167,7 +155,7 @@ fn read_only_disks_writes_go_on_with_one_and_fail_with_erofs_on_two() {
     for d in &rig.mounts {
         sh(&format!("mount -o remount,rw '{}'", d.0.display()));
     }
-    let after = data(2 << 20, 7);
+    let after = pseudo(2 << 20, 7);
     write_file(&v.mnt.join("after"), after.clone()).unwrap();
     g.umount();
     assert_no_panic(v);
@@ -193,7 +181,7 @@ fn a_disk_whose_drive_is_unmounted_is_left_alone_and_comes_back() {
     });
     let mut rig = Rig { mounts, v };
     let g = rig.v.mount();
-    let keep = data(3 << 20, 8);
+    let keep = pseudo(3 << 20, 8);
     write_file(&rig.v.mnt.join("keep"), keep.clone()).unwrap();
 
     let disk4 = rig.v.disk(4);
@@ -201,7 +189,7 @@ fn a_disk_whose_drive_is_unmounted_is_left_alone_and_comes_back() {
     let bind = rig.mounts.pop().unwrap();
     std::mem::forget(bind);
     let v = &rig.v;
-    let gone = data(3 << 20, 9);
+    let gone = pseudo(3 << 20, 9);
     write_file(&v.mnt.join("gone"), gone.clone())
         .unwrap_or_else(|e| panic!("one disk of five gone: errno {e}\n{}", v.log()));
     assert_reads(v, "keep", &keep);
@@ -215,7 +203,7 @@ fn a_disk_whose_drive_is_unmounted_is_left_alone_and_comes_back() {
     let real = v.dir.path().join("real4");
     rig.mounts.push(Mnt::bind(&real, &disk4));
     let v = &rig.v;
-    let after = data(3 << 20, 10);
+    let after = pseudo(3 << 20, 10);
     write_file(&v.mnt.join("after"), after.clone()).unwrap();
     g.umount();
     assert_no_panic(v);

@@ -2,6 +2,8 @@
 //! Regenerate only on purpose: `VALENCEFS_REGEN_GOLDEN=1 cargo test --test store_golden` (a new fixture for a
 //! new format version goes into a new directory; v1 stays).
 
+mod common;
+use common::xorshift;
 use std::path::{Path, PathBuf};
 
 use valencefs::store::{
@@ -17,17 +19,6 @@ fn fixture() -> PathBuf {
 fn disks(root: &Path) -> Vec<std::sync::Arc<dyn valencefs::store::Disk>> {
     (0..3)
         .map(|i| open_dir_disk(&root.join(format!("disk{i}"))))
-        .collect()
-}
-
-fn xorshift(len: usize, mut x: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
         .collect()
 }
 

@@ -212,3 +212,21 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `len` pseudo-random bytes from a xorshift64 generator started at `state` (non-zero): cheap, deterministic test
+/// data that does not compress or dedup. The golden-volume test depends on this exact sequence.
+pub fn xorshift(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// [`xorshift`] from a seed spread over the state (any seed, 0 included, gives a distinct stream).
+pub fn pseudo(len: usize, seed: u64) -> Vec<u8> {
+    xorshift(len, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+}
