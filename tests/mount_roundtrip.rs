@@ -326,3 +326,95 @@ fn posix_acls_are_enforced_and_inherited() {
     assert_eq!(mode.split_whitespace().collect::<Vec<_>>(), ["750", "640"]);
     g.umount();
 }
+
+/// The mount clears setuid/setgid itself (FUSE_HANDLE_KILLPRIV_V2) as a local filesystem does: on writes and
+/// truncation by an unprivileged user, on chown; not on root's writes, not setgid without group-execute. The kernel
+/// still strips `security.capability` on write. And in exchange a stream of small writes no longer costs a
+/// `security.capability` lookup each (it did: one getxattr round trip per write(2) on the writer's path).
+#[test]
+fn privileges_are_killed_and_small_writes_skip_the_capability_lookup() {
+    if !fuse_available() || unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let v = Vol::new("personal");
+    sh(&format!("chmod 755 {}", v.dir.path().display()));
+    let g = v.mount_with("allow_other");
+    let m = v.mnt.display();
+    let mode = |n: &str| {
+        std::fs::metadata(v.mnt.join(n))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    sh(&format!(
+        "for f in w gx t r c; do echo data > {m}/$f; done && chmod 6777 {m}/w {m}/t {m}/r {m}/c && chmod 2767 {m}/gx"
+    ));
+    let o = as_nobody(&format!(
+        "echo more >> {m}/w && echo more >> {m}/gx && truncate -s 1 {m}/t"
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode("w"), 0o777, "unprivileged write keeps setuid/setgid");
+    assert_eq!(mode("gx"), 0o2767, "setgid without group-execute must stay");
+    assert_eq!(
+        mode("t"),
+        0o777,
+        "unprivileged truncate keeps setuid/setgid"
+    );
+    sh(&format!("echo more >> {m}/r"));
+    assert_eq!(mode("r"), 0o6777, "root (CAP_FSETID) writes keep the bits");
+    sh(&format!("chown 65534 {m}/r"));
+    assert_eq!(mode("r"), 0o777, "chown keeps setuid/setgid");
+    assert_eq!(sh(&format!("cat {m}/w {m}/t")), "data\nmore\nd");
+
+    // security.capability (revision 2, CAP_NET_BIND_SERVICE permitted) goes away at the next write, even root's.
+    let cap: [u8; 20] = [0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let path = std::ffi::CString::new(format!("{m}/c")).unwrap();
+    let name = c"security.capability";
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            cap.as_ptr().cast(),
+            cap.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setcap: {}", std::io::Error::last_os_error());
+    let has_cap =
+        || unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) } >= 0;
+    assert!(has_cap());
+    sh(&format!("echo more >> {m}/c"));
+    assert!(!has_cap(), "a write must drop security.capability");
+
+    // 2,000 write(2) calls of 8 KiB: a handful of capability lookups, not one per write.
+    let getxattrs = || {
+        let o = vfs(&["stats", "--json", v.mnt.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        j["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|op| op["op"] == "getxattr")
+            .map(|op| op["count"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let before = getxattrs();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(v.mnt.join("stream")).unwrap();
+        for i in 0..2000u32 {
+            f.write_all(&[i as u8; 8192]).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let lookups = getxattrs() - before;
+    assert!(lookups < 50, "{lookups} getxattr requests for 2000 writes");
+    assert_eq!(
+        std::fs::metadata(v.mnt.join("stream")).unwrap().len(),
+        2000 * 8192
+    );
+    g.umount();
+}

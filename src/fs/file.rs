@@ -211,6 +211,20 @@ impl Fs {
     /// cache placed the write: its offsets are final, and its page flushes may come in any order); returns bytes
     /// written.
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.write_with(ino, fh, offset, data, false)
+    }
+
+    /// [`Fs::write`] that also clears setuid, and setgid when group-executable, when `kill_suidgid`: the kernel
+    /// asks for that (FUSE_WRITE_KILL_SUIDGID) on writes by callers without CAP_FSETID once the mount handles
+    /// privilege killing itself (FUSE_HANDLE_KILLPRIV_V2).
+    pub fn write_with(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suidgid: bool,
+    ) -> Result<u32> {
         self.writable()?;
         {
             let mut g = self.inner.lock();
@@ -239,6 +253,9 @@ impl Fs {
                 return Err(Error::FileTooBig);
             }
             let delta = f.dirty.insert(off, data);
+            if kill_suidgid {
+                kill_suid_sgid(&mut f.inode);
+            }
             let t = now();
             f.inode.size = f.inode.size.max(end);
             f.inode.mtime = t;
@@ -384,6 +401,11 @@ impl Fs {
         }
         if self.opts.check_permissions && !g.handles.values().any(|h| h.ino == ino) {
             perm::check(true, ctx, &inode, W)?;
+        }
+        // Truncation (and open with O_TRUNC) by an unprivileged caller drops setuid/setgid, as on Linux's local
+        // filesystems; uid 0 stands for CAP_FSETID, which FUSE does not show us.
+        if ctx.uid != 0 {
+            kill_suid_sgid(&mut inode);
         }
         if size < inode.size {
             let d = self.cut_range(&mut g, &mut tx, ino, size, u64::MAX)?;
@@ -543,7 +565,9 @@ impl Fs {
             old
         };
         drop(g);
+        let t0 = Instant::now();
         let stored = self.store_regions(&batch, &old);
+        let t_store = t0.elapsed();
         let mut g = self.inner.lock();
         let res = match stored {
             Ok((new_extents, new_chunks)) => {
@@ -551,6 +575,11 @@ impl Fs {
             }
             Err(e) => Err(e),
         };
+        tracing::debug!(
+            "flush inode {ino}: {batch_bytes} bytes, stored in {:.1} ms, committed in {:.1} ms",
+            t_store.as_secs_f64() * 1e3,
+            (t0.elapsed() - t_store).as_secs_f64() * 1e3
+        );
         let f = g
             .files
             .get_mut(&ino)
@@ -808,6 +837,14 @@ impl Fs {
         let inode = f.inode.clone();
         g.save(&mut tx, &inode)?;
         self.finish_grouped(g, tx)
+    }
+}
+
+/// Clears setuid, and setgid when the group may execute (otherwise setgid marks mandatory locking and stays).
+fn kill_suid_sgid(inode: &mut Inode) {
+    inode.mode &= !libc::S_ISUID;
+    if inode.mode & libc::S_IXGRP != 0 {
+        inode.mode &= !libc::S_ISGID;
     }
 }
 

@@ -569,12 +569,19 @@ impl Fs {
     /// into the `held` table, whose chunks are deleted once no snapshot `recover` could use names them.
     pub(crate) fn sync_durable(&self) -> Result<()> {
         let _gate = self.put_gate.write();
+        let t0 = Instant::now();
         self.chunks.sync()?;
+        let t_sync = t0.elapsed();
         let mut g = self.inner.lock();
         if let Err(e) = self.persist_disk_counters(&g) {
             tracing::warn!("recording disk error counters: {e}");
         }
         g.meta.commit_durable()?;
+        tracing::debug!(
+            "durable: disks synced in {:.1} ms, metadata in {:.1} ms",
+            t_sync.as_secs_f64() * 1e3,
+            (t0.elapsed() - t_sync).as_secs_f64() * 1e3
+        );
         if g.unsynced {
             self.snapshot_stale.store(true, Ordering::SeqCst);
         }
