@@ -5,8 +5,9 @@ use lru::LruCache;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A dirty extent stops growing by appends at this size, so a flush can take a bounded batch without copying.
-const MAX_EXTENT: usize = 4 << 20;
+/// A dirty extent stops growing by appends at this size (a flush batch), so a flush takes a bounded batch without
+/// copying, and a sequential writer's batch is usually one buffer that is chunked where it lies.
+const MAX_EXTENT: usize = super::FLUSH_BATCH as usize;
 
 /// Dirty (written, not yet stored) byte ranges of one file. Ranges never overlap; adjacent ones may exist.
 #[derive(Default, Debug)]
@@ -44,10 +45,13 @@ impl DirtyMap {
             if !next_overlaps && (off < ext_end || (off == ext_end && ext_len < MAX_EXTENT)) {
                 let ext = self.map.get_mut(&start).expect("just found");
                 let rel = (off - start) as usize;
-                if rel + data.len() > ext.len() {
-                    ext.resize(rel + data.len(), 0);
+                if rel + data.len() >= ext.len() {
+                    // Appending (or overwriting the end): no zero-fill before the copy.
+                    ext.truncate(rel);
+                    ext.extend_from_slice(data);
+                } else {
+                    ext[rel..rel + data.len()].copy_from_slice(data);
                 }
-                ext[rel..rel + data.len()].copy_from_slice(data);
                 self.bytes = self.bytes - (ext_end - start) + ext.len() as u64;
                 return self.bytes as i64 - before as i64;
             }
@@ -128,14 +132,17 @@ impl DirtyMap {
     /// Removes dirty extents, lowest offsets first, until their cost reaches `limit`: each extent costs its
     /// length plus `overhead` (the stored data around it that re-chunking reads and rewrites), so scattered small
     /// writes make small batches and a flush's memory and work stay bounded.
+    /// An extent that continues the previous one costs only its length: the stored data around a contiguous run
+    /// is re-chunked once.
     pub fn take_batch(&mut self, limit: u64, overhead: u64) -> Vec<(u64, Vec<u8>)> {
-        let mut out = Vec::new();
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut taken = 0u64;
         while taken < limit {
             let Some((s, d)) = self.map.pop_first() else {
                 break;
             };
-            taken += d.len() as u64 + overhead;
+            let continues = out.last().is_some_and(|(ps, pd)| ps + pd.len() as u64 == s);
+            taken += d.len() as u64 + if continues { 0 } else { overhead };
             self.bytes -= d.len() as u64;
             out.push((s, d));
         }

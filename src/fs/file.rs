@@ -324,7 +324,7 @@ impl Fs {
         if self.opts.read_only {
             return Ok(());
         }
-        self.flush_file(ino, u64::MAX)?;
+        self.flush_file(ino, u64::MAX, false)?;
         {
             let mut g = self.inner.lock();
             if let Some(f) = g.files.get(&ino) {
@@ -506,12 +506,14 @@ impl Fs {
         }
     }
 
-    /// Flushes up to about `limit` bytes of the file's dirty data into the chunk store.
-    pub(crate) fn flush_file(&self, ino: Ino, limit: u64) -> Result<()> {
+    /// Flushes up to about `limit` bytes of the file's dirty data into the chunk store. With `hold_tail` (flushes
+    /// that make room in the cache, not ones that promise durability) a batch's trailing partial chunk may stay
+    /// dirty; see [`Fs::store_regions`]. The call then ends, leaving that tail for the writer to extend.
+    pub(crate) fn flush_file(&self, ino: Ino, limit: u64, hold_tail: bool) -> Result<()> {
         let mut done = 0u64;
         while done < limit {
-            let n = self.flush_round(ino)?;
-            if n == 0 {
+            let (n, held) = self.flush_round(ino, hold_tail)?;
+            if n == 0 || held {
                 break;
             }
             done += n;
@@ -519,13 +521,14 @@ impl Fs {
         Ok(())
     }
 
-    /// One flush batch; returns the dirty bytes it stored (0 when the file was clean).
-    fn flush_round(&self, ino: Ino) -> Result<u64> {
+    /// One flush batch; returns the dirty bytes it stored (0 when the file was clean) and whether it kept a
+    /// trailing partial chunk dirty.
+    fn flush_round(&self, ino: Ino, hold_tail: bool) -> Result<(u64, bool)> {
         let _gate = self.put_gate.read();
         let mut g = self.inner.lock();
         self.wait_not_flushing(&mut g, ino);
         let Some(f) = g.files.get_mut(&ino) else {
-            return Ok(0);
+            return Ok((0, false));
         };
         if f.dirty.is_empty() {
             if f.attr_dirty {
@@ -535,7 +538,7 @@ impl Fs {
                 self.finish_grouped(&mut g, tx)?;
             }
             self.settle(&mut g, ino)?;
-            return Ok(0);
+            return Ok((0, false));
         }
         let batch: Vec<(u64, Arc<Vec<u8>>)> = f
             .dirty
@@ -553,6 +556,7 @@ impl Fs {
         };
         f.flushing = batch.clone();
         f.is_flushing = true;
+        let cut = f.cdc_cut;
         let batch_bytes: u64 = batch.iter().map(|(_, d)| d.len() as u64).sum();
         let old = {
             let mut tx = g.meta.write()?;
@@ -566,27 +570,39 @@ impl Fs {
         };
         drop(g);
         let t0 = Instant::now();
-        let stored = self.store_regions(&batch, &old);
+        let stored = self.store_regions(&batch, &old, hold_tail, cut);
         let t_store = t0.elapsed();
         let mut g = self.inner.lock();
+        let mut held = None;
         let res = match stored {
-            Ok((new_extents, new_chunks)) => {
-                self.commit_flush(&mut g, ino, &old, &new_extents, &new_chunks)
+            Ok(st) => {
+                held = st.held;
+                self.commit_flush(&mut g, ino, &old, &st.extents, &st.chunks)
             }
             Err(e) => Err(e),
         };
+        if res.is_err() {
+            held = None;
+        }
         tracing::debug!(
             "flush inode {ino}: {batch_bytes} bytes, stored in {:.1} ms, committed in {:.1} ms",
             t_store.as_secs_f64() * 1e3,
             (t0.elapsed() - t_store).as_secs_f64() * 1e3
         );
+        let mut total = g.dirty_total - batch_bytes;
         let f = g
             .files
             .get_mut(&ino)
             .expect("a flushing file keeps its state");
         f.flushing.clear();
         f.is_flushing = false;
-        let mut total = g.dirty_total - batch_bytes;
+        let held_bytes = held.as_ref().map_or(0, |(_, d)| d.len() as u64);
+        if let Some((at, d)) = held {
+            // Newer writes to the same bytes win; the tail only fills what they left.
+            total = (total as i64 + f.dirty.insert_under(at, &d)) as u64;
+            f.dirty_since.get_or_insert_with(Instant::now);
+            f.cdc_cut = Some(at);
+        }
         if let Err(e) = &res {
             let f = g.files.get_mut(&ino).expect("present");
             for (s, d) in batch.iter().rev() {
@@ -602,7 +618,7 @@ impl Fs {
         g.sync_dirty_gauge();
         self.cond.notify_all();
         self.settle(&mut g, ino)?;
-        res.map(|_| batch_bytes)
+        res.map(|_| (batch_bytes - held_bytes, held_bytes > 0))
     }
 
     /// Stores a flush batch; runs without the lock. Large dirty runs are re-chunked together with the stored extents
@@ -610,11 +626,19 @@ impl Fs {
     /// appends synced one by one) are not: they are packed into one or a few patch chunks, and the stored extents
     /// they overlap are cut around them, so a 4 KiB write costs a 4 KiB share of one chunk instead of re-encoding
     /// the ~1 MiB chunk under it. Returns the extents replacing `old` and the chunks that are new.
+    ///
+    /// A region ends where the batch ends, not at a content-defined cut, so its last chunk is cut short; the next
+    /// append would re-read and re-chunk it (the widening above), storing it twice. With `hold_tail`, a last chunk
+    /// that lies wholly in one dirty run ending the region is not stored but handed back (`held`) to stay dirty,
+    /// and the next flush starts at a real cut: `cut` names such an offset, where the stored extent ending there is
+    /// not widened into the next region.
     fn store_regions(
         &self,
         batch: &[(u64, Arc<Vec<u8>>)],
         old: &BTreeMap<u64, Extent>,
-    ) -> Result<(Vec<Extent>, Vec<NewChunk>)> {
+        hold_tail: bool,
+        cut: Option<u64>,
+    ) -> Result<Stored> {
         let max_chunk = self.chunks.max_chunk_size().max(1);
         let patch_max = (max_chunk / 4).min(PATCH_MAX);
         let run = |i: usize| (batch[i].0, batch[i].0 + batch[i].1.len() as u64);
@@ -630,7 +654,9 @@ impl Fs {
                 // that extent's start, so appends keep their cut points).
                 spans.extend(
                     old.values()
-                        .filter(|x| x.end() >= s && x.offset < e)
+                        .filter(|x| {
+                            (x.end() > s || (x.end() == s && cut != Some(s))) && x.offset < e
+                        })
                         .map(|x| (x.offset, x.end())),
                 );
             }
@@ -645,7 +671,8 @@ impl Fs {
             let mut grew = false;
             for (i, seed) in seeded.iter_mut().enumerate() {
                 let (s, e) = run(i);
-                if !*seed && regions.iter().any(|&(rs, re)| s < re && e > rs) {
+                // Touching counts: a small run right before or after a region is re-chunked with it.
+                if !*seed && regions.iter().any(|&(rs, re)| s <= re && e >= rs) {
                     *seed = true;
                     grew = true;
                 }
@@ -663,27 +690,31 @@ impl Fs {
         // (buffer, start, len) of every chunk to store, and the extents that will name them.
         let mut pieces: Vec<(Arc<Vec<u8>>, usize, usize)> = Vec::new();
         let mut extents: Vec<(Extent, usize)> = Vec::new(); // (extent, piece index; chunk id filled in below)
+        let mut held = None;
+        let mut built: Vec<Arc<Vec<u8>>> = Vec::new();
         for &(rs, re) in &regions {
-            let mut buf = vec![0u8; (re - rs) as usize];
-            for e in old.values().filter(|e| e.offset >= rs && e.end() <= re) {
-                let data = self.chunk(&e.chunk)?;
-                let piece = data
-                    .get(e.chunk_offset as usize..e.chunk_offset as usize + e.len as usize)
-                    .ok_or_else(|| {
-                        Error::Corrupt(format!(
-                            "chunk {} shorter than its extent",
-                            e.chunk.to_hex()
-                        ))
-                    })?;
-                cache::overlay_ranges(std::iter::once((e.offset, piece)), rs, &mut buf);
+            let inside_old = old.values().any(|e| e.offset >= rs && e.end() <= re);
+            let lone = (0..batch.len()).find(|&i| seeded[i] && run(i) == (rs, re));
+            let buf = match lone {
+                // One dirty buffer and nothing stored under it: chunk it where it lies.
+                Some(i) if !inside_old => batch[i].1.clone(),
+                _ => {
+                    let b = Arc::new(self.region_buffer(batch, &seeded, old, rs, re)?);
+                    built.push(b.clone());
+                    b
+                }
+            };
+            let mut lens = self.chunks.chunk_lengths(&buf);
+            if hold_tail && held.is_none() && lens.len() > 1 {
+                let last = *lens.last().expect("non-empty");
+                let from = re - last as u64;
+                if (0..batch.len()).any(|i| seeded[i] && run(i).0 <= from && run(i).1 == re) {
+                    held = Some((from, buf[buf.len() - last..].to_vec()));
+                    lens.pop();
+                }
             }
-            let inside = (0..batch.len())
-                .filter(|&i| seeded[i])
-                .map(|i| (batch[i].0, batch[i].1.as_slice()));
-            cache::overlay_ranges(inside, rs, &mut buf);
-            let buf = Arc::new(buf);
             let mut at = 0usize;
-            for len in self.chunks.chunk_lengths(&buf) {
+            for len in lens {
                 // All-zero pieces become holes: sparse data costs nothing.
                 if buf[at..at + len].iter().any(|&x| x != 0) {
                     extents.push((
@@ -700,7 +731,6 @@ impl Fs {
                 at += len;
             }
         }
-
         // Patches: the small runs outside every region, packed in file order into chunks of at most `max_chunk`.
         let small: Vec<usize> = (0..batch.len()).filter(|&i| !seeded[i]).collect();
         let mut patch: Vec<u8> = Vec::new();
@@ -803,7 +833,54 @@ impl Fs {
                 stripe,
             });
         }
-        Ok((out, new_chunks))
+        drop(pieces);
+        // Give a built region buffer back for the next flush: no fresh pages to fault in and zero each time.
+        for b in built {
+            if let Ok(mut b) = Arc::try_unwrap(b) {
+                let mut scratch = self.region_scratch.lock();
+                if b.capacity() > scratch.capacity() {
+                    b.clear();
+                    *scratch = b;
+                }
+            }
+        }
+        Ok(Stored {
+            extents: out,
+            chunks: new_chunks,
+            held,
+        })
+    }
+
+    /// The file's bytes in `[rs, re)` as the flush will store them: stored extents overlaid with the batch's
+    /// seeded runs (holes read as zeros). Reuses the flusher's scratch buffer when it is free.
+    fn region_buffer(
+        &self,
+        batch: &[(u64, Arc<Vec<u8>>)],
+        seeded: &[bool],
+        old: &BTreeMap<u64, Extent>,
+        rs: u64,
+        re: u64,
+    ) -> Result<Vec<u8>> {
+        let mut buf = std::mem::take(&mut *self.region_scratch.lock());
+        buf.clear();
+        buf.resize((re - rs) as usize, 0);
+        for e in old.values().filter(|e| e.offset >= rs && e.end() <= re) {
+            let data = self.chunk(&e.chunk)?;
+            let piece = data
+                .get(e.chunk_offset as usize..e.chunk_offset as usize + e.len as usize)
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "chunk {} shorter than its extent",
+                        e.chunk.to_hex()
+                    ))
+                })?;
+            cache::overlay_ranges(std::iter::once((e.offset, piece)), rs, &mut buf);
+        }
+        let inside = (0..batch.len())
+            .filter(|&i| seeded[i])
+            .map(|i| (batch[i].0, batch[i].1.as_slice()));
+        cache::overlay_ranges(inside, rs, &mut buf);
+        Ok(buf)
     }
     /// Swaps a flushed region's old extents for the new ones in one metadata transaction.
     fn commit_flush(
@@ -860,6 +937,14 @@ fn sub_extent(x: &Extent, from: u64, to: u64) -> Extent {
 
 /// Dirty runs at most this long (and at most a quarter of the largest chunk) are stored as patches, not re-chunked.
 const PATCH_MAX: usize = 64 << 10;
+
+/// What [`Fs::store_regions`] did: the extents replacing the old ones, the chunks it stored (or revived), and the
+/// trailing partial chunk it handed back to stay dirty (file offset, bytes).
+struct Stored {
+    extents: Vec<Extent>,
+    chunks: Vec<NewChunk>,
+    held: Option<(u64, Vec<u8>)>,
+}
 
 /// A chunk a flush just stored: its id, plaintext length, bytes on disks and stripe hash.
 pub(crate) struct NewChunk {
@@ -923,18 +1008,18 @@ pub(crate) fn flusher_loop(fs: std::sync::Weak<Fs>) {
                     .iter()
                     .filter(|(_, s)| !s.is_flushing && !s.dirty.is_empty())
                     .max_by_key(|(_, s)| s.dirty.bytes())
-                    .map(|(i, _)| (*i, FLUSH_BATCH))
+                    .map(|(i, _)| (*i, FLUSH_BATCH, true))
             } else {
                 g.files
                     .iter()
                     .find(|(_, s)| {
                         !s.is_flushing && s.dirty_since.is_some_and(|t| t.elapsed() >= max_age)
                     })
-                    .map(|(i, _)| (*i, u64::MAX))
+                    .map(|(i, _)| (*i, u64::MAX, false))
             }
         };
-        if let Some((ino, limit)) = target {
-            if let Err(e) = f.flush_file(ino, limit) {
+        if let Some((ino, limit, hold_tail)) = target {
+            if let Err(e) = f.flush_file(ino, limit, hold_tail) {
                 tracing::error!("background flush of inode {ino}: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }

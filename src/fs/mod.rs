@@ -162,6 +162,9 @@ struct FileState {
     attr_dirty: bool,
     /// When the oldest unflushed write happened.
     dirty_since: Option<Instant>,
+    /// File offset where the last budget flush stopped at a content-defined cut (its trailing partial chunk stayed
+    /// dirty). The stored chunk ending there need not be re-chunked with the data after it.
+    cdc_cut: Option<u64>,
 }
 
 impl FileState {
@@ -174,6 +177,7 @@ impl FileState {
             opens: 0,
             attr_dirty: false,
             dirty_since: None,
+            cdc_cut: None,
         }
     }
 
@@ -203,6 +207,8 @@ struct Inner {
 /// The filesystem. Shared as `Arc<Fs>`; every method takes `&self` and is safe to call from many threads.
 pub struct Fs {
     inner: Mutex<Inner>,
+    /// A flush's region buffer, kept between flushes (see `Fs::region_buffer`).
+    region_scratch: Mutex<Vec<u8>>,
     /// Signalled when a flush ends or dirty bytes shrink.
     cond: Condvar,
     /// Wakes the background flusher.
@@ -465,6 +471,7 @@ impl Fs {
             inner: Mutex::new(inner),
             cond: Condvar::new(),
             flusher_wake: Condvar::new(),
+            region_scratch: Mutex::new(Vec::new()),
             committer_wake: Condvar::new(),
             put_gate: RwLock::new(()),
             cache: Mutex::new(ChunkCache::new(opts.read_cache_size)),
@@ -559,7 +566,7 @@ impl Fs {
         }
         let inos: Vec<Ino> = self.inner.lock().files.keys().copied().collect();
         for ino in inos {
-            self.flush_file(ino, u64::MAX)?;
+            self.flush_file(ino, u64::MAX, false)?;
         }
         self.sync_durable()
     }
