@@ -17,9 +17,9 @@
 #   OUT=DIR           also keep the raw TSV files there
 #   VFS_OPTS=         extra mount options for the valencefs volumes, e.g. writeback_cache
 #
-# Each night: change the database, VACUUM, then per format: pg_dump onto the first valencefs volume (timed), the same
-# dump onto the underlying disk (timed; the ratio is valencefs/disk), copied from there onto the other chunk-size
-# volumes, and `restic backup` of the disk copy (timed). Every night's dump is kept (as a backup set would be).
+# Each night: change the database, VACUUM, CHECKPOINT, then per format: pg_dump onto the first valencefs volume
+# (timed) and the same dump onto the underlying disk (timed; the ratio is valencefs/disk), in alternating order,
+# copied from there onto the other chunk-size volumes, and `restic backup` of the disk copy (timed). Every night's dump is kept (as a backup set would be).
 # Stored bytes: valencefs `status --json` while unmounted — "unique" is the plaintext of distinct chunks, "sealed"
 # is stored_bytes × k/(k+m), i.e. after compression and before parity (restic keeps no parity);
 # restic `stats --mode raw-data` total_size (after its compression).
@@ -81,6 +81,7 @@ sql "CREATE TABLE documents (id int PRIMARY KEY, title text NOT NULL, body text 
      INSERT INTO events (at, kind, body) SELECT timestamptz '2024-01-01' + g * interval '1 minute', 'k' || (g % 9),
          jsonb_build_object('n', g, 'h', md5(g::text)) FROM generate_series(1, 50000) g;" >/dev/null
 sql "VACUUM ANALYZE" >/dev/null
+sql "CHECKPOINT" >/dev/null
 echo "pgbench -i -s $SCALE and small tables: $(since "$s") s; database $(sql "SELECT pg_size_pretty(pg_database_size('bench'))")"
 
 # One volume (personal, 3+2, default compression) per format and chunk size, so each one's bytes are its own.
@@ -141,6 +142,8 @@ mutate() {
              jsonb_build_object('night', $n, 'g', g) FROM generate_series(1, 5000) g;
          DELETE FROM events WHERE id % 97 = $n;" >/dev/null
     sql "VACUUM ANALYZE" >/dev/null
+    # Write the night's changes out now, so no checkpoint runs during whichever dump comes first.
+    sql "CHECKPOINT" >/dev/null
 }
 
 first=${CHUNKS%% *}
@@ -154,10 +157,17 @@ printf "night\tformat\trestic_raw\n" > "$RSTATS"
 for n in $(seq 1 "$NIGHTS"); do
     if [ "$n" -gt 1 ]; then mutate "$n"; fi
     for f in $FORMATS; do
-        # shellcheck disable=SC2046
-        s=$(now); pg pg_dump $(dump_args "$f") -f "$W/mnt-$f-$first/night$n" bench; tv=$(since "$s")
-        # shellcheck disable=SC2046
-        s=$(now); pg pg_dump $(dump_args "$f") -f "$W/local/$f-night$n" bench; sync; tl=$(since "$s")
+        # The first dump of a night reads what the second finds cached: odd nights dump onto valencefs first,
+        # even nights onto the disk first.
+        for target in $( [ $((n % 2)) = 1 ] && echo "vfs disk" || echo "disk vfs"); do
+            if [ "$target" = vfs ]; then
+                # shellcheck disable=SC2046
+                s=$(now); pg pg_dump $(dump_args "$f") -f "$W/mnt-$f-$first/night$n" bench; tv=$(since "$s")
+            else
+                # shellcheck disable=SC2046
+                s=$(now); pg pg_dump $(dump_args "$f") -f "$W/local/$f-night$n" bench; sync; tl=$(since "$s")
+            fi
+        done
         for c in $CHUNKS; do
             [ "$c" = "$first" ] || cp -r "$W/local/$f-night$n" "$W/mnt-$f-$c/night$n"
         done
