@@ -452,7 +452,17 @@ impl Filesystem for Adapter {
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(libc::EINVAL);
         };
-        // The request buffer is reused by the session loop, so the bytes are copied once here.
+        // Straight from the request buffer when the core can take it at once (the usual case); otherwise the
+        // buffer is reused by the session loop, so the bytes are copied for a worker that may wait for room.
+        if let Some(r) = self.fs.try_write_now(ino, fh, offset, data, kill) {
+            return match done(&self.fs, t, r) {
+                Ok(n) => {
+                    FsMetrics::add(&self.fs.metrics().written_bytes, n as u64);
+                    reply.written(n)
+                }
+                Err(e) => reply.error(e.errno()),
+            };
+        }
         let data = data.to_vec();
         self.spawn(
             move |fs| match done(fs, t, fs.write_with(ino, fh, offset, &data, kill)) {

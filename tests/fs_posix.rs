@@ -706,3 +706,55 @@ fn budget_flushes_store_each_chunk_of_a_stream_once() {
     assert_same(&read_all(&fs, a.ino), &data);
     fs.shutdown().unwrap();
 }
+
+/// The session thread's non-waiting write: it writes when the cache has room, declines (doing nothing) when the
+/// write would have to wait for the flusher or the mount is `sync`, and reports errors like `write`.
+#[test]
+fn try_write_now_writes_or_declines_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = FsOptions {
+        cache_size: 1 << 20,
+        ..FsOptions::default()
+    };
+    let fs = Fs::start(Arc::new(MemChunks::new()), dir.path(), opts).unwrap();
+    let (a, fh) = fs
+        .create(&C, ROOT_INO, n("f"), 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    let data = pseudo(600 << 10, 3);
+    assert_eq!(
+        fs.try_write_now(a.ino, fh, 0, &data, false)
+            .unwrap()
+            .unwrap(),
+        data.len() as u32
+    );
+    // 600 KiB dirty + 600 KiB > the 1 MiB budget: declined, unless the flusher already made room.
+    match fs.try_write_now(a.ino, fh, data.len() as u64, &data, false) {
+        None => assert_eq!(fs.getattr(a.ino).unwrap().size, data.len() as u64),
+        Some(r) => assert_eq!(r.unwrap(), data.len() as u32),
+    }
+    fs.write(a.ino, fh, data.len() as u64, &data).unwrap();
+    assert!(matches!(
+        fs.try_write_now(a.ino, fh + 100, 0, b"x", false),
+        Some(Err(Error::BadHandle)) | None
+    ));
+    fs.release(a.ino, fh).unwrap();
+    let want: Vec<u8> = [data.clone(), data].concat();
+    assert_same(&read_all(&fs, a.ino), &want);
+    fs.shutdown().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let opts = FsOptions {
+        sync: true,
+        ..FsOptions::default()
+    };
+    let fs = Fs::start(Arc::new(MemChunks::new()), dir.path(), opts).unwrap();
+    let (a, fh) = fs
+        .create(&C, ROOT_INO, n("s"), 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    assert!(
+        fs.try_write_now(a.ino, fh, 0, b"x", false).is_none(),
+        "sync mounts wait for durability"
+    );
+    fs.release(a.ino, fh).unwrap();
+    fs.shutdown().unwrap();
+}

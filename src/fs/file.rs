@@ -228,10 +228,6 @@ impl Fs {
         self.writable()?;
         {
             let mut g = self.inner.lock();
-            let flags = g.handles.get(&fh).ok_or(Error::BadHandle)?.flags;
-            if flags & libc::O_ACCMODE == libc::O_RDONLY {
-                return Err(Error::BadHandle);
-            }
             let budget = self.opts.cache_size;
             while g.dirty_total > 0 && g.dirty_total + data.len() as u64 > budget && !g.stopping {
                 if let Some(e) = &g.flush_error {
@@ -240,38 +236,82 @@ impl Fs {
                 self.flusher_wake.notify_all();
                 self.cond.wait_for(&mut g, Duration::from_millis(200));
             }
-            let f = g.files.get_mut(&ino).ok_or(Error::BadHandle)?;
-            let off = if flags & libc::O_APPEND != 0 && !self.opts.kernel_writeback {
-                f.inode.size
-            } else {
-                offset
-            };
-            let end = off
-                .checked_add(data.len() as u64)
-                .ok_or(Error::FileTooBig)?;
-            if end > MAX_FILE_SIZE {
-                return Err(Error::FileTooBig);
-            }
-            let delta = f.dirty.insert(off, data);
-            if kill_suidgid {
-                kill_suid_sgid(&mut f.inode);
-            }
-            let t = now();
-            f.inode.size = f.inode.size.max(end);
-            f.inode.mtime = t;
-            f.inode.ctime = t;
-            f.attr_dirty = true;
-            f.dirty_since.get_or_insert_with(Instant::now);
-            g.dirty_total = (g.dirty_total as i64 + delta) as u64;
-            g.sync_dirty_gauge();
-            if g.dirty_total > budget / 4 {
-                self.flusher_wake.notify_all();
-            }
+            self.write_locked(&mut g, ino, fh, offset, data, kill_suidgid)?;
         }
         if self.opts.sync {
             self.fsync(ino, fh, false)?;
         }
         Ok(data.len() as u32)
+    }
+
+    /// [`Fs::write_with`] if it can finish at once: the core lock is free, the write fits the cache budget and
+    /// the mount is not `sync`. `None` means nothing was done; the caller then uses `write_with` on a thread that
+    /// may wait. The FUSE session thread uses this to take a write straight from the kernel's request buffer (no
+    /// copy, no hand-over to a worker).
+    pub fn try_write_now(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suidgid: bool,
+    ) -> Option<Result<u32>> {
+        if self.opts.sync || self.opts.read_only {
+            return None;
+        }
+        let mut g = self.inner.try_lock()?;
+        if g.dirty_total > 0 && g.dirty_total + data.len() as u64 > self.opts.cache_size {
+            return None;
+        }
+        Some(
+            self.write_locked(&mut g, ino, fh, offset, data, kill_suidgid)
+                .map(|()| data.len() as u32),
+        )
+    }
+
+    /// The body of a write, under the core lock, once the cache has room.
+    fn write_locked(
+        &self,
+        g: &mut MutexGuard<'_, Inner>,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suidgid: bool,
+    ) -> Result<()> {
+        let flags = g.handles.get(&fh).ok_or(Error::BadHandle)?.flags;
+        if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            return Err(Error::BadHandle);
+        }
+        let budget = self.opts.cache_size;
+        let f = g.files.get_mut(&ino).ok_or(Error::BadHandle)?;
+        let off = if flags & libc::O_APPEND != 0 && !self.opts.kernel_writeback {
+            f.inode.size
+        } else {
+            offset
+        };
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(Error::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        let delta = f.dirty.insert(off, data);
+        if kill_suidgid {
+            kill_suid_sgid(&mut f.inode);
+        }
+        let t = now();
+        f.inode.size = f.inode.size.max(end);
+        f.inode.mtime = t;
+        f.inode.ctime = t;
+        f.attr_dirty = true;
+        f.dirty_since.get_or_insert_with(Instant::now);
+        g.dirty_total = (g.dirty_total as i64 + delta) as u64;
+        g.sync_dirty_gauge();
+        if g.dirty_total > budget / 4 {
+            self.flusher_wake.notify_all();
+        }
+        Ok(())
     }
 
     /// Called at each close(2) of a descriptor. Nothing is promised durable by it unless mounted `sync`.
