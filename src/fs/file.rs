@@ -181,19 +181,7 @@ impl Fs {
             (extents, flushing, dirty, len)
         };
         let mut buf = vec![0u8; len];
-        for e in &extents {
-            let data = self.chunk(&e.chunk)?;
-            let src_start = e.chunk_offset as usize;
-            let piece = data
-                .get(src_start..src_start + e.len as usize)
-                .ok_or_else(|| {
-                    Error::Corrupt(format!(
-                        "chunk {} shorter than its extent",
-                        e.chunk.to_hex()
-                    ))
-                })?;
-            cache::overlay_ranges(std::iter::once((e.offset, piece)), offset, &mut buf);
-        }
+        self.overlay_extents(extents.iter(), offset, &mut buf)?;
         cache::overlay_ranges(
             flushing.iter().map(|(s, d)| (*s, d.as_slice())),
             offset,
@@ -904,7 +892,22 @@ impl Fs {
         let mut buf = std::mem::take(&mut *self.region_scratch.lock());
         buf.clear();
         buf.resize((re - rs) as usize, 0);
-        for e in old.values().filter(|e| e.offset >= rs && e.end() <= re) {
+        let inside_old = old.values().filter(|e| e.offset >= rs && e.end() <= re);
+        self.overlay_extents(inside_old, rs, &mut buf)?;
+        let inside = (0..batch.len())
+            .filter(|&i| seeded[i])
+            .map(|i| (batch[i].0, batch[i].1.as_slice()));
+        cache::overlay_ranges(inside, rs, &mut buf);
+        Ok(buf)
+    }
+    /// Copies the stored bytes of `extents` that fall in `[off, off + buf.len())` into `buf`.
+    fn overlay_extents<'a>(
+        &self,
+        extents: impl Iterator<Item = &'a Extent>,
+        off: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        for e in extents {
             let data = self.chunk(&e.chunk)?;
             let piece = data
                 .get(e.chunk_offset as usize..e.chunk_offset as usize + e.len as usize)
@@ -914,14 +917,11 @@ impl Fs {
                         e.chunk.to_hex()
                     ))
                 })?;
-            cache::overlay_ranges(std::iter::once((e.offset, piece)), rs, &mut buf);
+            cache::overlay_ranges(std::iter::once((e.offset, piece)), off, buf);
         }
-        let inside = (0..batch.len())
-            .filter(|&i| seeded[i])
-            .map(|i| (batch[i].0, batch[i].1.as_slice()));
-        cache::overlay_ranges(inside, rs, &mut buf);
-        Ok(buf)
+        Ok(())
     }
+
     /// Swaps a flushed region's old extents for the new ones in one metadata transaction.
     fn commit_flush(
         &self,
