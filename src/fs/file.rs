@@ -1063,6 +1063,9 @@ pub(crate) fn flusher_loop(fs: std::sync::Weak<Fs>) {
                 tracing::error!("background flush of inode {ino}: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }
+        } else if f.inner.lock().dirty_total == 0 {
+            // Idle: give the region buffer (up to a flush batch) back rather than hold it until the next burst.
+            *f.region_scratch.lock() = Vec::new();
         }
     }
 }
