@@ -34,7 +34,7 @@ type Outcome = Arc<Mutex<Option<crate::Result<()>>>>;
 /// How long the kernel may cache attributes and directory entries we return.
 const TTL: Duration = Duration::from_secs(1);
 /// Largest write request we ask the kernel for (it also sizes `max_pages`).
-const MAX_WRITE: u32 = 1 << 20;
+const MAX_WRITE: u32 = crate::fs::REQUEST_BUF as u32;
 /// `st_blksize` we report: tools such as `cp` size their buffers from it.
 const BLKSIZE: u32 = 128 << 10;
 /// Entries fetched from the core per `readdir` call while filling one kernel buffer.
@@ -463,16 +463,19 @@ impl Filesystem for Adapter {
                 Err(e) => reply.error(e.errno()),
             };
         }
-        let data = data.to_vec();
-        self.spawn(
-            move |fs| match done(fs, t, fs.write_with(ino, fh, offset, &data, kill)) {
+        let mut buf = self.fs.request_pool().take();
+        buf.extend_from_slice(data);
+        self.spawn(move |fs| {
+            let r = done(fs, t, fs.write_with(ino, fh, offset, &buf, kill));
+            fs.request_pool().give(buf);
+            match r {
                 Ok(n) => {
                     FsMetrics::add(&fs.metrics().written_bytes, n as u64);
                     reply.written(n)
                 }
                 Err(e) => reply.error(e.errno()),
-            },
-        );
+            }
+        });
     }
 
     fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _owner: u64, reply: ReplyEmpty) {

@@ -284,7 +284,7 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(Error::FileTooBig);
         }
-        let delta = f.dirty.insert(off, data);
+        let delta = f.dirty.insert(off, data, &self.extent_pool);
         if kill_suidgid {
             kill_suid_sgid(&mut f.inode);
         }
@@ -646,6 +646,14 @@ impl Fs {
         g.sync_dirty_gauge();
         self.cond.notify_all();
         self.settle(&mut g, ino)?;
+        drop(g);
+        // The batch's buffers are free now (`flushing` and the store let go of theirs): keep whole ones for the
+        // next extents a writer fills.
+        for (_, d) in batch {
+            if let Ok(d) = Arc::try_unwrap(d) {
+                self.extent_pool.give(d);
+            }
+        }
         res.map(|_| (batch_bytes - held_bytes, held_bytes > 0))
     }
 
@@ -1064,8 +1072,11 @@ pub(crate) fn flusher_loop(fs: std::sync::Weak<Fs>) {
                 std::thread::sleep(Duration::from_millis(200));
             }
         } else if f.inner.lock().dirty_total == 0 {
-            // Idle: give the region buffer (up to a flush batch) back rather than hold it until the next burst.
+            // Idle: give the region buffer and spare extent buffers (a flush batch each) back rather than hold
+            // them until the next burst.
             *f.region_scratch.lock() = Vec::new();
+            f.extent_pool.clear();
+            f.request_pool.clear();
         }
     }
 }

@@ -28,6 +28,7 @@ pub use types::*;
 use crate::error::{Error, Result};
 use crate::meta::{Inode, Meta, Time, Tx};
 use crate::store::ChunkId;
+pub use cache::BufPool;
 use cache::{ChunkCache, DirtyMap};
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
@@ -209,6 +210,10 @@ pub struct Fs {
     inner: Mutex<Inner>,
     /// A flush's region buffer, kept between flushes (see `Fs::region_buffer`).
     region_scratch: Mutex<Vec<u8>>,
+    /// Whole-extent buffers for streaming writers, reused between flushes.
+    extent_pool: cache::BufPool,
+    /// Buffers for write requests handed to a worker (the session reuses its own buffer for the next request).
+    request_pool: cache::BufPool,
     /// Signalled when a flush ends or dirty bytes shrink.
     cond: Condvar,
     /// Wakes the background flusher.
@@ -284,6 +289,9 @@ pub(crate) const PREFETCH_CHUNKS: usize = 4;
 const MAX_FILE_SIZE: u64 = 1 << 60;
 /// A flush stores at most about this much dirty data per round, bounding its extra memory.
 const FLUSH_BATCH: u64 = 32 << 20;
+
+/// Capacity of a pooled write-request buffer: the mount's largest write (`max_write`). Larger requests get their own.
+pub const REQUEST_BUF: usize = 1 << 20;
 
 pub(crate) fn now() -> Time {
     to_time(SystemTime::now())
@@ -472,6 +480,8 @@ impl Fs {
             cond: Condvar::new(),
             flusher_wake: Condvar::new(),
             region_scratch: Mutex::new(Vec::new()),
+            extent_pool: cache::BufPool::for_extents(),
+            request_pool: cache::BufPool::new(REQUEST_BUF, 16),
             committer_wake: Condvar::new(),
             put_gate: RwLock::new(()),
             cache: Mutex::new(ChunkCache::new(opts.read_cache_size)),
@@ -814,6 +824,11 @@ impl Fs {
             namelen: NAME_MAX as u32,
             frsize: bsize as u32,
         })
+    }
+
+    /// Reusable buffers for write requests that wait for a worker (emptied while the mount is idle).
+    pub fn request_pool(&self) -> &BufPool {
+        &self.request_pool
     }
 
     /// The core's live counters (the FUSE adapter records operations here).
