@@ -730,41 +730,53 @@ impl Fs {
         let mut built: Vec<Arc<Vec<u8>>> = Vec::new();
         for &(rs, re) in &regions {
             let inside_old = old.values().any(|e| e.offset >= rs && e.end() <= re);
-            let lone = (0..batch.len()).find(|&i| seeded[i] && run(i) == (rs, re));
-            let buf = match lone {
-                // One dirty buffer and nothing stored under it: chunk it where it lies.
-                Some(i) if !inside_old => batch[i].1.clone(),
-                _ => {
-                    let b = Arc::new(self.region_buffer(batch, &seeded, old, rs, re)?);
-                    built.push(b.clone());
-                    b
-                }
+            let runs: Vec<usize> = (0..batch.len())
+                .filter(|&i| seeded[i] && run(i).0 >= rs && run(i).1 <= re)
+                .collect();
+            let tiles = runs.first().is_some_and(|&i| run(i).0 == rs)
+                && runs.last().is_some_and(|&i| run(i).1 == re)
+                && runs.windows(2).all(|w| run(w[0]).1 == run(w[1]).0);
+            // The region's chunks, in order, as (buffer, start, len).
+            let mut parts = if tiles && !inside_old {
+                // Dirty buffers that tile the region, nothing stored under them: chunk them where they lie.
+                let bufs: Vec<Arc<Vec<u8>>> = runs.iter().map(|&i| batch[i].1.clone()).collect();
+                chunk_across(&*self.chunks, &bufs)
+            } else {
+                let b = Arc::new(self.region_buffer(batch, &seeded, old, rs, re)?);
+                built.push(b.clone());
+                let mut at = 0;
+                let lens = self.chunks.chunk_lengths(&b);
+                lens.into_iter()
+                    .map(|len| {
+                        at += len;
+                        (b.clone(), at - len, len)
+                    })
+                    .collect()
             };
-            let mut lens = self.chunks.chunk_lengths(&buf);
-            if hold_tail && held.is_none() && lens.len() > 1 {
-                let last = *lens.last().expect("non-empty");
-                let from = re - last as u64;
+            if hold_tail && held.is_none() && parts.len() > 1 {
+                let (b, st, len) = parts.last().expect("non-empty");
+                let from = re - *len as u64;
                 if (0..batch.len()).any(|i| seeded[i] && run(i).0 <= from && run(i).1 == re) {
-                    held = Some((from, buf[buf.len() - last..].to_vec()));
-                    lens.pop();
+                    held = Some((from, b[*st..st + len].to_vec()));
+                    parts.pop();
                 }
             }
-            let mut at = 0usize;
-            for len in lens {
+            let mut at = rs;
+            for (b, st, len) in parts {
                 // All-zero pieces become holes: sparse data costs nothing.
-                if buf[at..at + len].iter().any(|&x| x != 0) {
+                if b[st..st + len].iter().any(|&x| x != 0) {
                     extents.push((
                         Extent {
-                            offset: rs + at as u64,
+                            offset: at,
                             chunk: ChunkId([0; 32]),
                             chunk_offset: 0,
                             len: len as u32,
                         },
                         pieces.len(),
                     ));
-                    pieces.push((buf.clone(), at, len));
+                    pieces.push((b, st, len));
                 }
-                at += len;
+                at += len as u64;
             }
         }
         // Patches: the small runs outside every region, packed in file order into chunks of at most `max_chunk`.
@@ -983,6 +995,60 @@ fn sub_extent(x: &Extent, from: u64, to: u64) -> Extent {
     }
 }
 
+/// Content-defined chunks of the concatenation of `bufs` as (buffer, start, len), without first copying the
+/// buffers into one: the cuts are those of the concatenation. FastCDC starts afresh at every cut, and a cut it
+/// finds before the end of its input does not depend on what follows, so each buffer is chunked where it lies and
+/// only a chunk that crosses into the next buffer (at most the largest chunk size) is copied, into one of its own.
+fn chunk_across(chunks: &dyn Chunks, bufs: &[Arc<Vec<u8>>]) -> Vec<(Arc<Vec<u8>>, usize, usize)> {
+    let max = chunks.max_chunk_size().max(1);
+    let mut out = Vec::new();
+    // The start of a chunk whose cut lies beyond the buffers seen so far.
+    let mut carry: Vec<u8> = Vec::new();
+    for (i, buf) in bufs.iter().enumerate() {
+        let last = i + 1 == bufs.len();
+        let mut from = 0;
+        while !carry.is_empty() {
+            let had = carry.len();
+            // A chunk is at most `max` long: no more of this buffer can be in it.
+            let take = buf.len().min(max.saturating_sub(had));
+            carry.extend_from_slice(&buf[..take]);
+            let first = chunks.first_chunk_len(&carry);
+            if first == carry.len() && take == buf.len() && !last {
+                // No cut before this buffer ends either: the chunk goes on into the next one.
+                from = buf.len();
+                break;
+            }
+            if first >= had {
+                carry.truncate(first);
+                let len = carry.len();
+                out.push((Arc::new(std::mem::take(&mut carry)), 0, len));
+                from = first - had;
+                break;
+            }
+            // A cut inside the carried bytes (not expected: they were an unfinished chunk): keep what follows it.
+            out.push((Arc::new(carry[..first].to_vec()), 0, first));
+            carry.truncate(had);
+            carry.drain(..first);
+        }
+        if from == buf.len() {
+            continue;
+        }
+        let lens = chunks.chunk_lengths(&buf[from..]);
+        let n = lens.len();
+        let mut at = from;
+        for (j, len) in lens.into_iter().enumerate() {
+            if j + 1 == n && !last {
+                carry = buf[at..at + len].to_vec();
+            } else {
+                out.push((buf.clone(), at, len));
+            }
+            at += len;
+        }
+    }
+    debug_assert!(carry.is_empty(), "the last buffer ends the last chunk");
+    out
+}
+
 /// Dirty runs at most this long (and at most a quarter of the largest chunk) are stored as patches, not re-chunked.
 const PATCH_MAX: usize = 64 << 10;
 
@@ -1105,4 +1171,51 @@ fn par_each<T: Send>(workers: usize, n: usize, f: impl Fn(usize) -> T + Sync) ->
         .into_iter()
         .map(|s| s.into_inner().expect("every job ran"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::mem::MemChunks;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Chunking split buffers gives the cuts (and bytes) of chunking their concatenation.
+        #[test]
+        fn chunk_across_matches_one_buffer(
+            seed in any::<u64>(),
+            splits in proptest::collection::vec(0usize..200_000, 0..6),
+            repetitive in any::<bool>(),
+        ) {
+            let chunks = MemChunks::new();
+            let mut x = seed | 1;
+            let len = 400_000usize;
+            let data: Vec<u8> = (0..len)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Long runs of one byte leave no cut point before the largest chunk size.
+                    if repetitive && (i / 70_000) % 2 == 1 { 9 } else { x as u8 }
+                })
+                .collect();
+            let mut cuts: Vec<usize> = splits.into_iter().filter(|&c| c > 0 && c < len).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut bufs = Vec::new();
+            let mut prev = 0;
+            for c in cuts.into_iter().chain([len]) {
+                bufs.push(Arc::new(data[prev..c].to_vec()));
+                prev = c;
+            }
+            let got = chunk_across(&chunks, &bufs);
+            let want = chunks.chunk_lengths(&data);
+            prop_assert_eq!(got.iter().map(|p| p.2).collect::<Vec<_>>(), want);
+            let mut at = 0;
+            for (b, s, l) in &got {
+                prop_assert_eq!(&b[*s..s + l], &data[at..at + l]);
+                at += l;
+            }
+        }
+    }
 }

@@ -45,6 +45,10 @@ pub trait Chunks: Send + Sync {
     fn chunk_id(&self, data: &[u8]) -> ChunkId;
     /// Content-defined cut points: lengths of consecutive chunks covering `data`.
     fn chunk_lengths(&self, data: &[u8]) -> Vec<usize>;
+    /// The first of `chunk_lengths(data)`; stores override it to stop scanning at the first cut.
+    fn first_chunk_len(&self, data: &[u8]) -> usize {
+        self.chunk_lengths(data).first().copied().unwrap_or(0)
+    }
     /// The largest chunk `chunk_lengths` produces.
     fn max_chunk_size(&self) -> usize;
     /// Stores a chunk (idempotent); returns the bytes it occupies on disks. Durable only after [`Chunks::sync`].
@@ -94,6 +98,9 @@ impl Chunks for crate::store::Store {
     }
     fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
         crate::store::Store::chunk_lengths(self, data)
+    }
+    fn first_chunk_len(&self, data: &[u8]) -> usize {
+        crate::store::Store::first_chunk_len(self, data)
     }
     fn max_chunk_size(&self) -> usize {
         crate::store::Store::max_chunk_size(self)

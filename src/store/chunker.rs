@@ -25,6 +25,24 @@ pub fn chunk_lengths(params: &ChunkerParams, seed: u64, data: &[u8]) -> Vec<usiz
     .collect()
 }
 
+/// The length of the first piece [`chunk_lengths`] would cut from `data`, without scanning past it (0 for empty
+/// input).
+pub fn first_chunk_len(params: &ChunkerParams, seed: u64, data: &[u8]) -> usize {
+    if data.is_empty() {
+        return 0;
+    }
+    FastCDC::with_level_and_seed(
+        data,
+        params.min,
+        params.avg,
+        params.max,
+        Normalization::Level1,
+        seed,
+    )
+    .next()
+    .map_or(data.len(), |c| c.length)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +67,20 @@ mod tests {
         assert!(a.iter().all(|&l| l <= 16384));
         assert_ne!(a, b, "cut points must depend on the seed");
         assert!(chunk_lengths(&p, 1, &[]).is_empty());
+        // The first cut alone, at every starting point of the cuts above and inside a chunk.
+        let mut at = 0;
+        for &l in &a {
+            assert_eq!(
+                first_chunk_len(&p, 1, &data[at..]),
+                chunk_lengths(&p, 1, &data[at..])[0]
+            );
+            assert_eq!(first_chunk_len(&p, 1, &data[at..at + l]), l);
+            at += l;
+        }
+        assert_eq!(
+            first_chunk_len(&p, 1, &data[77..]),
+            chunk_lengths(&p, 1, &data[77..])[0]
+        );
+        assert_eq!(first_chunk_len(&p, 1, &[]), 0);
     }
 }

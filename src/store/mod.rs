@@ -253,6 +253,12 @@ impl Store {
         chunker::chunk_lengths(&params, self.keys.chunker_seed(), data)
     }
 
+    /// The first of [`Store::chunk_lengths`], scanning no further.
+    pub fn first_chunk_len(&self, data: &[u8]) -> usize {
+        let params = self.header.read().chunker;
+        chunker::first_chunk_len(&params, self.keys.chunker_seed(), data)
+    }
+
     pub fn max_chunk_size(&self) -> usize {
         self.header.read().chunker.max as usize
     }
