@@ -17,6 +17,8 @@ enum Op {
     Write(usize, usize, u64, usize, u8),
     Truncate(usize, usize, u64),
     Punch(usize, usize, u64, u64),
+    /// fallocate FALLOC_FL_ZERO_RANGE, with KEEP_SIZE or without (then it extends the size).
+    Zero(usize, usize, u64, u64, bool),
     /// fallocate mode 0: extends the size (zeros), never changes bytes.
     Allocate(usize, usize, u64, u64),
     Rename(usize, usize, usize, usize),
@@ -39,6 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (d.clone(), nm.clone(), 0u64..300_000).prop_map(|(a, b, s)| Op::Truncate(a, b, s)),
         2 => (d.clone(), nm.clone(), 0u64..300_000, 1u64..100_000).prop_map(|(a, b, o, l)| Op::Punch(a, b, o, l)),
         1 => (d.clone(), nm.clone(), 0u64..300_000, 1u64..100_000).prop_map(|(a, b, o, l)| Op::Allocate(a, b, o, l)),
+        1 => (d.clone(), nm.clone(), 0u64..300_000, 1u64..100_000, any::<bool>()).prop_map(|(a, b, o, l, k)| Op::Zero(a, b, o, l, k)),
         2 => (d.clone(), nm.clone(), d.clone(), nm.clone()).prop_map(|(a, b, c, e)| Op::Rename(a, b, c, e)),
         1 => (d.clone(), nm.clone(), d.clone(), nm.clone()).prop_map(|(a, b, c, e)| Op::Link(a, b, c, e)),
         1 => (d.clone(), nm.clone()).prop_map(|(a, b)| Op::Unlink(a, b)),
@@ -151,6 +154,25 @@ fn apply(fs: &Fs, m: &mut Model, op: &Op) -> Result<(), String> {
             let end = ((off + len) as usize).min(buf.len());
             if (off as usize) < end {
                 buf[off as usize..end].fill(0);
+            }
+        }
+        Op::Zero(d, n, off, len, keep) => {
+            let Some(&f) = m.names.get(&(d, n)) else {
+                return Ok(());
+            };
+            let ino = file_ino(fs, d, n).ok_or("file missing")?;
+            let mode =
+                libc::FALLOC_FL_ZERO_RANGE | if keep { libc::FALLOC_FL_KEEP_SIZE } else { 0 };
+            fs.fallocate(ino, 0, off, len, mode)
+                .map_err(|e| e.to_string())?;
+            let buf = &mut m.files.get_mut(&f).unwrap().0;
+            let end = (off + len) as usize;
+            if !keep && buf.len() < end {
+                buf.resize(end, 0);
+            }
+            let stop = end.min(buf.len());
+            if (off as usize) < stop {
+                buf[off as usize..stop].fill(0);
             }
         }
         Op::Allocate(d, n, off, len) => {
@@ -333,6 +355,21 @@ fn directed_punch_after_sync() {
         Op::Write(0, 0, 0, 50_000, 3),
         Op::Sync,
         Op::Punch(0, 0, 10_000, 100),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn directed_zero_range() {
+    run(&[
+        Op::Create(0, 0),
+        Op::Write(0, 0, 0, 50_000, 3),
+        Op::Sync,
+        Op::Zero(0, 0, 10_000, 100, true),
+        Op::Zero(0, 0, 40_000, 20_000, false),
+        Op::Write(0, 0, 65_000, 100, 4),
+        Op::Zero(0, 0, 64_000, 2_000, true),
+        Op::Zero(0, 0, 65_000, 3_000, false),
     ])
     .unwrap();
 }

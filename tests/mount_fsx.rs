@@ -1,4 +1,4 @@
-//! fsx in miniature on a real mount: random pwrite / pread / truncate / punch hole / fallocate / fsync / reopen on
+//! fsx in miniature on a real mount: random pwrite / pread / truncate / punch hole / zero range / fallocate / fsync / reopen on
 //! two files from two threads, each checked against an in-memory copy after every read and at the end, with a small
 //! write-back cache so flushes and back-pressure happen all the time; then unmount, remount, compare, fsck.
 //! Bounded in time (about 12 s of operations). `FSX_SEED=n` replays a run. For long runs use `bench/fsx.sh`
@@ -104,7 +104,22 @@ fn exercise(path: &Path, seed: u64, deadline: Instant) -> (Vec<u8>, u64) {
                 model.resize(size as usize, 0);
                 format!("truncate {size:#x}")
             }
-            75..=84 => {
+            81..=84 => {
+                let keep = rng.below(2) == 0;
+                let mode =
+                    libc::FALLOC_FL_ZERO_RANGE | if keep { libc::FALLOC_FL_KEEP_SIZE } else { 0 };
+                fallocate(&f, mode, off, len);
+                let end = (off + len) as usize;
+                if !keep && model.len() < end {
+                    model.resize(end, 0);
+                }
+                let stop = end.min(model.len());
+                if (off as usize) < stop {
+                    model[off as usize..stop].fill(0);
+                }
+                format!("zero range {off:#x} +{len:#x} keep_size={keep}")
+            }
+            75..=80 => {
                 fallocate(
                     &f,
                     libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,

@@ -477,13 +477,21 @@ impl Fs {
                 }
             }
             libc::FALLOC_FL_KEEP_SIZE => {}
-            m if m == punch => {
+            // Punching a hole and zeroing a range are the same here: a hole reads as zeros and costs nothing.
+            // Zeroing without KEEP_SIZE also extends the file, like mode 0.
+            m if m == punch
+                || m == libc::FALLOC_FL_ZERO_RANGE
+                || m == libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE =>
+            {
                 let stop = end.min(inode.size);
                 if offset < stop {
                     let d = self.cut_range(&mut g, &mut tx, ino, offset, stop)?;
                     inode.data_bytes = (inode.data_bytes as i64 + d).max(0) as u64;
-                    inode.mtime = t;
                 }
+                if m & libc::FALLOC_FL_KEEP_SIZE == 0 && end > inode.size {
+                    inode.size = end;
+                }
+                inode.mtime = t;
             }
             _ => return Err(Error::NotSupported),
         }
