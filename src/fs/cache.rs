@@ -191,6 +191,24 @@ impl DirtyMap {
         self.bytes as i64 - before as i64
     }
 
+    /// [`DirtyMap::insert_under`] taking the buffer: when nothing was written over its range since (the usual
+    /// case), it becomes the extent as it is, without a copy.
+    pub fn insert_under_owned(&mut self, off: u64, data: Vec<u8>) -> i64 {
+        let end = off + data.len() as u64;
+        let overlaps = self
+            .map
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&s, d)| s + d.len() as u64 > off);
+        if overlaps || data.is_empty() {
+            return self.insert_under(off, &data);
+        }
+        let n = data.len() as i64;
+        self.bytes += data.len() as u64;
+        self.map.insert(off, data);
+        n
+    }
+
     /// Puts back data taken by a failed flush without overwriting anything written since.
     pub fn insert_under(&mut self, off: u64, data: &[u8]) -> i64 {
         let mut delta = 0;
@@ -390,8 +408,17 @@ mod tests {
                 model[off as usize..(off as usize + len).min(4096)].fill(0);
             } else {
                 let taken = m.take_batch(100, 10);
-                for (s, d) in taken.iter().rev() {
-                    m.insert_under(*s, d);
+                // A write that lands while the batch is away wins over the batch's older bytes.
+                let byte = (round % 250 + 1) as u8;
+                let data = vec![byte; len.min(4096 - off as usize)];
+                m.insert(off, &data, &pool);
+                model[off as usize..off as usize + data.len()].copy_from_slice(&data);
+                for (i, (s, d)) in taken.into_iter().rev().enumerate() {
+                    if i % 2 == 0 {
+                        m.insert_under(s, &d);
+                    } else {
+                        m.insert_under_owned(s, d);
+                    }
                 }
             }
             assert_eq!(read(&m, 0, 4096), model, "round {round}");

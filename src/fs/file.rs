@@ -635,7 +635,7 @@ impl Fs {
         let held_bytes = held.as_ref().map_or(0, |(_, d)| d.len() as u64);
         if let Some((at, d)) = held {
             // Newer writes to the same bytes win; the tail only fills what they left.
-            total = (total as i64 + f.dirty.insert_under(at, &d)) as u64;
+            total = (total as i64 + f.dirty.insert_under_owned(at, d)) as u64;
             f.dirty_since.get_or_insert_with(Instant::now);
             f.cdc_cut = Some(at);
         }
@@ -1046,7 +1046,9 @@ fn chunk_across(chunks: &dyn Chunks, bufs: &[Arc<Vec<u8>>]) -> Vec<(Arc<Vec<u8>>
         let mut at = from;
         for (j, len) in lens.into_iter().enumerate() {
             if j + 1 == n && !last {
-                carry = buf[at..at + len].to_vec();
+                // Room for the whole chunk it starts: stitching on the next buffer's head needs no realloc.
+                carry = Vec::with_capacity(max);
+                carry.extend_from_slice(&buf[at..at + len]);
             } else {
                 out.push((buf.clone(), at, len));
             }
