@@ -42,14 +42,10 @@ impl BufPool {
 
     /// An empty buffer with room for `cap` bytes.
     pub fn take(&self) -> Vec<u8> {
-        if let Some(b) = self.spare.lock().pop() {
-            return b;
-        }
-        let b = Vec::with_capacity(self.cap);
-        if self.cap >= 4 * HUGE_PAGE {
-            advise_huge_pages(&b);
-        }
-        b
+        self.spare
+            .lock()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.cap))
     }
 
     /// Keeps `buf` for reuse if it has room for `cap` bytes and the pool has room; frees it otherwise.
@@ -72,27 +68,6 @@ impl BufPool {
     /// Spare buffers held.
     pub fn spare(&self) -> usize {
         self.spare.lock().len()
-    }
-}
-
-const HUGE_PAGE: usize = 2 << 20;
-
-/// Asks the kernel to back the 2 MiB-aligned part of `buf`'s capacity with transparent huge pages (where THP is in
-/// `madvise` mode, the default on Debian): a buffer filled front to back then faults once per 2 MiB instead of once
-/// per 4 KiB. Only a hint; the kernel may ignore it.
-fn advise_huge_pages(buf: &Vec<u8>) {
-    let start = buf.as_ptr() as usize;
-    let aligned = start.next_multiple_of(HUGE_PAGE);
-    let end = (start + buf.capacity()) / HUGE_PAGE * HUGE_PAGE;
-    if end > aligned {
-        // SAFETY: the range lies within `buf`'s own allocation; MADV_HUGEPAGE changes no contents or mapping.
-        unsafe {
-            libc::madvise(
-                aligned as *mut libc::c_void,
-                end - aligned,
-                libc::MADV_HUGEPAGE,
-            );
-        }
     }
 }
 
