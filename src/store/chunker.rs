@@ -13,6 +13,11 @@ pub fn chunk_lengths(params: &ChunkerParams, seed: u64, data: &[u8]) -> Vec<usiz
     if data.is_empty() {
         return Vec::new();
     }
+    cutter(params, seed, data).map(|c| c.length).collect()
+}
+
+/// The volume's chunker over `data` (non-empty).
+fn cutter<'a>(params: &ChunkerParams, seed: u64, data: &'a [u8]) -> FastCDC<'a> {
     FastCDC::with_level_and_seed(
         data,
         params.min,
@@ -21,8 +26,6 @@ pub fn chunk_lengths(params: &ChunkerParams, seed: u64, data: &[u8]) -> Vec<usiz
         Normalization::Level1,
         seed,
     )
-    .map(|c| c.length)
-    .collect()
 }
 
 /// The length of the first piece [`chunk_lengths`] would cut from `data`, without scanning past it (0 for empty
@@ -31,16 +34,9 @@ pub fn first_chunk_len(params: &ChunkerParams, seed: u64, data: &[u8]) -> usize 
     if data.is_empty() {
         return 0;
     }
-    FastCDC::with_level_and_seed(
-        data,
-        params.min,
-        params.avg,
-        params.max,
-        Normalization::Level1,
-        seed,
-    )
-    .next()
-    .map_or(data.len(), |c| c.length)
+    cutter(params, seed, data)
+        .next()
+        .map_or(data.len(), |c| c.length)
 }
 
 #[cfg(test)]
