@@ -3,7 +3,7 @@
 # Usage: FSX=/path/to/fsx [FSSTRESS=/path/to/fsstress] bench/fsx.sh [OPS]   (default 20000 ops per run; needs root
 # and fuse3). Fetches nothing: build fsx/fsstress from an xfstests checkout yourself. Exit status is non-zero on
 # the first failing run; its .fsxlog/.fsxgood/.fsxops and the daemon log are kept in the printed work directory.
-# Unsupported by valencefs, so disabled: zero/collapse/insert/unshare range (-z -C -I -u; fsx also probes and
+# Unsupported by valencefs, so disabled: collapse/insert/unshare range (-C -I -u; fsx also probes and
 # disables these itself), clone/dedupe range, atomic writes, dontcache I/O.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ run() {
     mounted="$d/mnt"
     local s; s=$(date +%s)
     echo "== $name: fsx -N $OPS $* (cache_size=$cache)"
-    "$FSX" -q -z -C -I -u -N "$OPS" -P "$d/logs" "$@" "$d/mnt/f" | tail -n 1
+    "$FSX" -q -C -I -u -N "$OPS" -P "$d/logs" "$@" "$d/mnt/f" | tail -n 1
     # fsstress's multi-MiB writes crawl through a 64K budget (each waits for a whole flush): default cache only.
     if [ -n "${FSSTRESS:-}" ] && [ "$cache" = 256M ]; then
         echo "== $name: fsstress -p 4 -n 2000"

@@ -116,12 +116,7 @@ impl DirtyMap {
                 if new_len <= MAX_EXTENT {
                     // Appending (or overwriting the end): no zero-fill before the copy.
                     ext.truncate(rel);
-                    if new_len > ext.capacity() && new_len > POOL_FROM {
-                        let mut whole = pool.take();
-                        whole.extend_from_slice(ext);
-                        pool.give(std::mem::replace(ext, whole));
-                    }
-                    ext.extend_from_slice(data);
+                    append(ext, data, pool);
                     self.bytes = self.bytes - ext_len as u64 + new_len as u64;
                     return self.bytes as i64 - before as i64;
                 }
@@ -136,33 +131,41 @@ impl DirtyMap {
                 return self.bytes as i64 - before as i64;
             }
         }
-        // General case: merge every overlapping extent with the new data into one.
-        let overlapping: Vec<u64> = self
-            .map
-            .range(..end)
-            .rev()
-            .take_while(|(&s, d)| s + d.len() as u64 > off)
-            .map(|(&s, _)| s)
-            .collect();
-        let mut new_start = off;
-        let mut new_end = end;
-        let mut old = Vec::new();
-        for s in overlapping {
-            let d = self.map.remove(&s).expect("listed");
-            self.bytes -= d.len() as u64;
-            new_start = new_start.min(s);
-            new_end = new_end.max(s + d.len() as u64);
-            old.push((s, d));
+        // General case (the write reaches into a later extent, or starts in a gap): each piece of `data` that lands
+        // in an extent is copied into it where it lies, and each piece in a gap is appended to the extent ending
+        // there (room permitting) or becomes an extent of its own. No extent grows past a batch and no write copies
+        // more than its own bytes: merging the extents instead once built a buffer of both, up to 64 MiB, under
+        // the core lock.
+        let mut pos = off;
+        while pos < end {
+            let covering = self
+                .map
+                .range_mut(..=pos)
+                .next_back()
+                .filter(|(&s, d)| s + d.len() as u64 > pos);
+            if let Some((&s, ext)) = covering {
+                let rel = (pos - s) as usize;
+                let n = (ext.len() - rel).min((end - pos) as usize);
+                let at = (pos - off) as usize;
+                ext[rel..rel + n].copy_from_slice(&data[at..at + n]);
+                pos += n as u64;
+                continue;
+            }
+            let gap_end = self.map.range(pos..end).next().map_or(end, |(&s, _)| s);
+            let piece = &data[(pos - off) as usize..(gap_end - off) as usize];
+            let before_gap =
+                self.map.range_mut(..pos).next_back().filter(|(&s, d)| {
+                    s + d.len() as u64 == pos && d.len() + piece.len() <= MAX_EXTENT
+                });
+            match before_gap {
+                Some((_, ext)) => append(ext, piece, pool),
+                None => {
+                    self.map.insert(pos, piece.to_vec());
+                }
+            }
+            self.bytes += piece.len() as u64;
+            pos = gap_end;
         }
-        let mut buf = vec![0u8; (new_end - new_start) as usize];
-        for (s, d) in old {
-            let rel = (s - new_start) as usize;
-            buf[rel..rel + d.len()].copy_from_slice(&d);
-        }
-        let rel = (off - new_start) as usize;
-        buf[rel..rel + data.len()].copy_from_slice(data);
-        self.bytes += buf.len() as u64;
-        self.map.insert(new_start, buf);
         self.bytes as i64 - before as i64
     }
 
@@ -283,6 +286,18 @@ impl DirtyMap {
             .map(|(&s, d)| (s, s + d.len() as u64))
             .collect()
     }
+}
+
+/// Appends `data` to the extent `ext`, moving it into a whole-extent buffer from `pool` once it outgrows its own
+/// and is large.
+fn append(ext: &mut Vec<u8>, data: &[u8], pool: &BufPool) {
+    let new_len = ext.len() + data.len();
+    if new_len > ext.capacity() && new_len > POOL_FROM {
+        let mut whole = pool.take();
+        whole.extend_from_slice(ext);
+        pool.give(std::mem::replace(ext, whole));
+    }
+    ext.extend_from_slice(data);
 }
 
 /// Copies the parts of `ranges` (start, bytes) that fall in `[off, off + buf.len())` into `buf`.
@@ -479,6 +494,48 @@ mod tests {
         assert_eq!(m.ranges(), vec![(0, MAX_EXTENT as u64 + 10)]);
         assert_eq!(read(&m, 0, 8), vec![4u8; 8]);
         assert_eq!(m.bytes(), MAX_EXTENT as u64 + 10);
+    }
+
+    #[test]
+    fn writes_across_extents_land_in_place() {
+        let pool = BufPool::for_extents();
+        let mut m = DirtyMap::default();
+        let big = MAX_EXTENT as u64;
+        m.insert(0, &vec![1u8; MAX_EXTENT], &pool);
+        m.insert(big, &vec![2u8; MAX_EXTENT], &pool);
+        m.insert(2 * big + 100, &[3u8; 300], &pool);
+        // Across the boundary of two full extents, and on into a gap and the small extent after it.
+        assert_eq!(m.insert(big - 50, &[4u8; 100], &pool), 0);
+        assert_eq!(m.insert(2 * big - 10, &[5u8; 300], &pool), 100);
+        assert_eq!(
+            m.ranges(),
+            vec![
+                (0, big),
+                (big, 2 * big),
+                (2 * big, 2 * big + 100),
+                (2 * big + 100, 2 * big + 400)
+            ],
+            "no extent was merged into a buffer of both"
+        );
+        let mut expect = vec![1u8; 10];
+        expect.extend([4u8; 100]);
+        expect.extend([2u8; 10]);
+        assert_eq!(read(&m, big - 60, 120), expect);
+        let mut expect = vec![2u8; 5];
+        expect.extend([5u8; 300]);
+        expect.extend([3u8; 5]);
+        assert_eq!(read(&m, 2 * big - 15, 310), expect);
+        assert_eq!(m.bytes(), 2 * big + 400);
+        // A gap piece joins the small extent that ends where it starts.
+        let mut m = DirtyMap::default();
+        m.insert(0, &[1u8; 10], &pool);
+        m.insert(20, &[2u8; 10], &pool);
+        assert_eq!(m.insert(5, &[3u8; 20], &pool), 10);
+        assert_eq!(m.ranges(), vec![(0, 20), (20, 30)]);
+        let mut expect = vec![1u8; 5];
+        expect.extend([3u8; 20]);
+        expect.extend([2u8; 5]);
+        assert_eq!(read(&m, 0, 30), expect);
     }
 
     #[test]
