@@ -76,6 +76,29 @@ impl Integrity {
     }
 }
 
+/// The error for a database file that redb found damaged, with the way out: the disks hold sealed snapshots of
+/// the metadata, which `valencefs recover` turns back into a state directory.
+fn damaged(path: &Path, what: String) -> Error {
+    let state = path.parent().unwrap_or(Path::new("."));
+    Error::Meta(format!(
+        "{} is damaged ({what}). The data on the disks is not affected: move {} aside and rebuild it from the \
+         newest metadata snapshot on the disks with `valencefs recover` (valencefs-recover(8)); \
+         changes made after that snapshot, at most ~30 s of them, are lost",
+        path.display(),
+        state.display()
+    ))
+}
+
+/// The message a panic carried, for turning a dependency's assertion into an error.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "redb panicked".into())
+        .replace('\n', " ")
+}
+
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::Meta(e.to_string())
 }
@@ -439,9 +462,18 @@ pub const OPS_PER_COMMIT: u64 = 4096;
 impl Meta {
     /// Opens the database at `path`, creating it (with its tables and schema version) when absent.
     pub fn open(path: &Path) -> Result<Meta> {
-        if !path.exists() {
+        // A zero-length file is what some filesystems leave of a file being created when the power goes: nothing
+        // in it to keep.
+        if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
             Meta::create_atomically(path)?;
         }
+        // redb asserts on some kinds of damage (an allocator page overwritten, say) instead of returning an error.
+        // A damaged file is something a disk can do, so it gets an error that says what to do, not a crash.
+        std::panic::catch_unwind(|| Meta::open_file(path))
+            .unwrap_or_else(|panic| Err(damaged(path, panic_text(panic.as_ref()))))
+    }
+
+    fn open_file(path: &Path) -> Result<Meta> {
         // A daemon that just unmounted may still be exiting with the file open: wait a little before calling the
         // database busy.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -459,6 +491,10 @@ impl Meta {
                         path.display()
                     )))
                 }
+                Err(
+                    e @ redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))
+                    | e @ redb::DatabaseError::RepairAborted,
+                ) => return Err(damaged(path, e.to_string())),
                 Err(e) => return Err(Error::Meta(format!("{}: {e}", path.display()))),
             }
         };
@@ -1263,6 +1299,34 @@ mod tests {
             len: 4,
         };
         assert_eq!(Extent::decode(99, &e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn a_damaged_database_is_an_error_that_names_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.redb");
+        {
+            let meta = Meta::open(&path).unwrap();
+            let mut tx = meta.write().unwrap();
+            for i in 0..2000u64 {
+                tx.set_setting(&format!("filler{i}"), i).unwrap();
+            }
+            tx.commit(true).unwrap();
+        }
+        let whole = std::fs::read(&path).unwrap();
+        // Cut in half: redb 2.6 asserts on this one (the allocator's layout is longer than the file) instead of
+        // returning an error, so this also checks that its panic does not escape.
+        std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        let err = Meta::open(&path).err().expect("a torn database opened");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("is damaged") && msg.contains("valencefs recover"),
+            "{msg}"
+        );
+        // A zero-length file holds nothing to keep: it is replaced by a new database.
+        std::fs::write(&path, b"").unwrap();
+        let meta = Meta::open(&path).unwrap();
+        assert_eq!(meta.write().unwrap().setting("filler7").unwrap(), 0);
     }
 
     #[test]

@@ -109,3 +109,79 @@ fn recover_from_disks_and_passphrase_alone() {
     assert!(stderr(&o).contains("passphrase"), "{}", stderr(&o));
     assert!(!v.config.exists());
 }
+
+/// A rebuilt machine mounting before recovering (an fstab line restored without /var/lib), or a state directory
+/// restored from an old backup, is refused with the way out: starting afresh would show an empty or outdated
+/// volume and its first snapshot would replace the disks' pointer to the real metadata.
+#[test]
+fn a_lost_or_stale_state_directory_is_refused_with_the_way_out() {
+    if !fuse_available() {
+        return;
+    }
+    let v = Vol::new("personal");
+    let m = v.mnt.display().to_string();
+    let db = v.state().join("meta.redb");
+    let g = v.mount();
+    std::fs::write(v.mnt.join("first"), b"one").unwrap();
+    g.umount();
+    let old = std::fs::read(&db).unwrap();
+    let g = v.mount();
+    std::fs::write(v.mnt.join("second"), b"two").unwrap();
+    g.umount();
+    let mount = || {
+        let g = MountGuard::new(&v.mnt);
+        let o = vfs(&["mount", "-o", &v.passopt(), v.config.to_str().unwrap(), &m]);
+        assert!(!is_mounted(&v.mnt), "mounted: {}", stderr(&o));
+        drop(g);
+        o
+    };
+
+    std::fs::remove_dir_all(v.state()).unwrap();
+    let o = mount();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("holds no metadata database") && e.contains("valencefs recover"),
+        "{e}"
+    );
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(!db.exists(), "an empty database was created");
+    // A zero-length file (what a power cut can leave of a file being written) is no database either.
+    std::fs::write(&db, b"").unwrap();
+    let o = mount();
+    assert!(
+        stderr(&o).contains("holds no metadata database"),
+        "{}",
+        stderr(&o)
+    );
+
+    std::fs::write(&db, &old).unwrap();
+    let o = mount();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("older than the metadata on the disks") && e.contains("valencefs recover"),
+        "{e}"
+    );
+
+    std::fs::remove_dir_all(v.state()).unwrap();
+    let disks: Vec<String> = (1..=5).map(|i| v.disk(i).display().to_string()).collect();
+    let state = v.state().display().to_string();
+    let cfg = v.dir.path().join("recovered.toml");
+    let mut args = vec![
+        "recover",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--passfile",
+        v.passfile.to_str().unwrap(),
+        "--state",
+        &state,
+    ];
+    args.extend(disks.iter().map(String::as_str));
+    let o = vfs(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let g = v.mount();
+    assert_eq!(std::fs::read(v.mnt.join("first")).unwrap(), b"one");
+    assert_eq!(std::fs::read(v.mnt.join("second")).unwrap(), b"two");
+    g.umount();
+}

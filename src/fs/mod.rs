@@ -76,6 +76,11 @@ pub trait Chunks: Send + Sync {
     fn snapshot_pointer(&self) -> Option<(u64, ChunkId, Option<ChunkId>)> {
         None
     }
+    /// The newest snapshot generation any disk's pointer names, agreed on or not: the volume has been mounted
+    /// and its metadata saved at least that far.
+    fn newest_snapshot_generation(&self) -> Option<u64> {
+        None
+    }
     /// Stores a metadata snapshot (the redb file's bytes) durably on the disks; returns its chunk id, or `None`
     /// when this store keeps no snapshots.
     fn save_snapshot(
@@ -137,6 +142,9 @@ impl Chunks for crate::store::Store {
             return None;
         }
         Some((p.generation, p.current, p.previous))
+    }
+    fn newest_snapshot_generation(&self) -> Option<u64> {
+        self.snapshot_pointers().first().map(|p| p.generation)
     }
     fn save_snapshot(
         &self,
@@ -424,9 +432,40 @@ impl Inner {
 impl Fs {
     /// Opens (creating on first use) the metadata database in `state_dir` over the given chunk store, and starts the
     /// background flusher and committer.
+    ///
+    /// Refuses a state directory that is missing or older than the metadata snapshot on the disks. Both happen when
+    /// a machine is rebuilt (an fstab line restored without /var/lib, a backup of it restored): starting afresh
+    /// would show an empty or outdated filesystem, reference chunks since deleted, and its first snapshot would
+    /// replace the disks' pointer to the real metadata.
     pub fn start(chunks: Arc<dyn Chunks>, state_dir: &Path, opts: FsOptions) -> Result<Arc<Fs>> {
+        let db_path = state_dir.join("meta.redb");
+        let on_disks = chunks.newest_snapshot_generation();
+        let absent = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
+        if let (true, Some(g)) = (absent, on_disks) {
+            return Err(Error::Volume(format!(
+                "{} holds no metadata database, but the disks hold this volume's metadata (snapshot generation \
+                 {g}): the state directory was lost, or the config names another one. Rebuild it from the disks \
+                 with `valencefs recover` (valencefs-recover(8)); mounting as it is would show an empty volume",
+                state_dir.display()
+            )));
+        }
         std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
-        let meta = Meta::open(&state_dir.join("meta.redb"))?;
+        let meta = Meta::open(&db_path)?;
+        let local = {
+            let mut tx = meta.write()?;
+            tx.setting("snapshot_generation")?
+                .max(tx.setting(recover::RECOVERED_AT)?)
+        };
+        if let Some(g) = on_disks.filter(|&g| local < g) {
+            return Err(Error::Volume(format!(
+                "{} is older than the metadata on the disks (snapshot generation {local}, the disks have {g}): it \
+                 was restored from a backup, or another state directory has mounted these disks since. Files \
+                 changed or deleted since would read wrong or fail. Move {} aside and rebuild it from the disks \
+                 with `valencefs recover` (valencefs-recover(8))",
+                db_path.display(),
+                state_dir.display()
+            )));
+        }
         Fs::start_with_meta(chunks, meta, opts)
     }
 

@@ -25,7 +25,18 @@ pub fn recover_state(store: &Store, state_dir: &Path) -> Result<u64> {
         f.sync_all()
     };
     write().map_err(|e| Error::io(tmp.display(), e))?;
-    forget_holds(&crate::meta::Meta::open(&tmp)?)?;
+    let meta = crate::meta::Meta::open(&tmp)?;
+    forget_holds(&meta)?;
+    // When the newest snapshot was unreadable this one is older than the disks' pointer; the mount's check for a
+    // stale state directory must still accept it.
+    let newest = store
+        .snapshot_pointers()
+        .first()
+        .map_or(generation, |p| p.generation);
+    let mut tx = meta.write()?;
+    tx.set_setting(RECOVERED_AT, newest)?;
+    tx.commit(true)?;
+    drop(meta);
     let place = || -> std::io::Result<()> {
         std::fs::rename(&tmp, &db_path)?;
         std::fs::File::open(state_dir)?.sync_all()
@@ -33,6 +44,10 @@ pub fn recover_state(store: &Store, state_dir: &Path) -> Result<u64> {
     place().map_err(|e| Error::io(db_path.display(), e))?;
     Ok(generation)
 }
+
+/// Setting of a database written by [`recover_state`]: the newest snapshot generation on the disks at that time.
+/// The database is as new as the disks up to that generation, whatever generation its snapshot had.
+pub const RECOVERED_AT: &str = "recovered_at_generation";
 
 /// Drops the snapshot's held chunks (FORMAT.md §10) from a recovered database, durably. The mount that wrote the
 /// snapshot may have deleted some of them since, so reviving one would reference lost shards; those still on the
