@@ -3,6 +3,7 @@
 # seconds (user+sys from /proc) per GiB, for 1 and 2 concurrent writers (pg_dump -j 2 writes two files at once).
 # Usage: bench/write_cpu.sh SOURCE_FILE [REPEATS]   (root, fuse3; SOURCE_FILE e.g. a pg_dump table file)
 # Prints one line per run and the medians; the ratio is mount wall / disk wall.
+# INIT_OPTS="--chunk-size 64K" passes options to `valencefs init` (e.g. to see what small chunks cost per GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$1
@@ -14,7 +15,7 @@ cleanup() { "$VFS" umount "$W/v" 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 mkdir -p "$W/v" "$W/raw"
 echo "bench passphrase" > "$W/pass"
-"$VFS" init --config "$W/vol.toml" --passfile "$W/pass" --state "$W/state" "$W"/d{0..4} >/dev/null
+"$VFS" init ${INIT_OPTS:-} --config "$W/vol.toml" --passfile "$W/pass" --state "$W/state" "$W"/d{0..4} >/dev/null
 "$VFS" mount -o passfile="$W/pass"${VFS_OPTS:+,$VFS_OPTS} "$W/vol.toml" "$W/v"
 pid=$(pgrep -f "daemon-child $W/vol.toml")
 tck=$(getconf CLK_TCK)

@@ -176,7 +176,11 @@ pub enum Command {
     },
     /// Disks, health, redundancy and mount state of a volume.
     ///
-    /// Needs no passphrase: reads the config and the disk headers, counts shards and free space.
+    /// Needs no passphrase: reads the config and the disk headers, counts shards and free space. Also counts the
+    /// chunks whose shards are not all in place: a disk that was away, or was restored from an older copy, comes
+    /// back present and ok but without the shards written meanwhile (its line says LACKS N), and the volume then
+    /// survives fewer disk losses until `valencefs scrub --repair` rebuilds them. Chunks with fewer than K shards
+    /// are unreadable, or leftovers of an interrupted delete that `valencefs gc` frees.
     Status {
         /// The volume's config file.
         #[arg(value_name = "FILE")]
@@ -787,6 +791,41 @@ fn prompt_new() -> Result<Zeroizing<Vec<u8>>, Failure> {
     Ok(Zeroizing::new(a.as_bytes().to_vec()))
 }
 
+/// The one-line health of `status`: disks missing from the config's view, then chunks whose shards are not all in
+/// place (a disk that was away or restored from an older copy comes back "present" but without the shards written
+/// meanwhile, and the volume then survives fewer losses than its disk count says).
+fn health_line(
+    missing: usize,
+    m: usize,
+    report: Option<&crate::maint::status::StatusReport>,
+) -> String {
+    let can_lose = |by_disks: usize| {
+        report
+            .map_or(by_disks as i64, |r| r.redundancy_now.min(by_disks as i64))
+            .max(0)
+    };
+    let census = report.map(|r| r.census.clone()).unwrap_or_default();
+    let mut line = match (missing, census.chunks_short) {
+        (n, _) if n > m => return format!("unreadable: {n} disks missing, redundancy tolerates {m}"),
+        (0, 0) => "healthy".to_string(),
+        (0, short) => format!(
+            "degraded: {short} chunk(s) lack shards (a disk was away or restored from an older copy; \
+             `valencefs scrub --repair` rebuilds them), can lose {} more",
+            can_lose(m)
+        ),
+        (n, _) => format!("degraded: {n} disk(s) missing, can lose {} more", can_lose(m - n)),
+    };
+    if census.chunks_below_k > 0 {
+        line += &format!(
+            "; {} chunk(s) have fewer than {} shards: unreadable, unless they are leftovers of an interrupted \
+             delete (`valencefs gc` frees those)",
+            census.chunks_below_k,
+            report.map_or(0, |r| r.k)
+        );
+    }
+    line
+}
+
 /// `valencefs status`: what can be told without the key (disks present, redundancy, daemon, mount point).
 fn status(config: &Path, json: bool) -> Outcome {
     let cfg = Config::load(config)?;
@@ -797,16 +836,12 @@ fn status(config: &Path, json: bool) -> Outcome {
         .map(|d| (d.display().to_string(), volume::disk_present(&cfg, d)))
         .collect();
     let missing = disks.iter().filter(|d| !d.1).count();
-    let health = match missing {
-        0 => "healthy".to_string(),
-        n if n <= m => format!("degraded: {n} disk(s) missing, can lose {} more", m - n),
-        n => format!("unreadable: {n} disks missing, redundancy tolerates {m}"),
-    };
     let pid = StateLock::holder(&cfg.state_dir);
     let source = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     let mountpoint = mounts_of(&source.display().to_string());
     // The keyless report (disk headers, shard counts, space; usage when not mounted). Absent if no disk is readable.
     let mut report = maint::status_report(&cfg);
+    let health = health_line(missing, m, report.as_ref());
     // While mounted the daemon holds the metadata database: ask it for the per-disk counters instead.
     if let (Some(r), Some(_)) = (&mut report, pid) {
         if let Ok(live) = crate::stats_server::query(&cfg.state_dir) {
@@ -853,6 +888,7 @@ fn status(config: &Path, json: bool) -> Outcome {
             v["redundancy_now"] = serde_json::json!(r.redundancy_now);
             v["redundancy_target"] = serde_json::json!(r.redundancy_target);
             v["usage"] = serde_json::to_value(&r.usage).unwrap_or_default();
+            v["census"] = serde_json::to_value(&r.census).unwrap_or_default();
         }
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -873,10 +909,14 @@ fn status(config: &Path, json: bool) -> Outcome {
                     })
                 };
                 println!(
-                    "  #{} {:<10} {} shards, {} GiB free of {}{}",
+                    "  #{} {:<10} {} shards{}, {} GiB free of {}{}",
                     d.index,
                     d.state,
                     d.shards.map_or("-".into(), |n| n.to_string()),
+                    match d.lacking {
+                        Some(n) if n > 0 => format!(" (LACKS {n})"),
+                        _ => String::new(),
+                    },
                     gib(d.free_bytes),
                     gib(d.total_bytes),
                     match (d.errors_seen, d.repaired) {

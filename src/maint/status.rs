@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::meta::Meta;
 use crate::store::crypto::hex;
-use crate::store::scan::list_shards;
+use crate::store::scan::{list_shards, shard_disk};
 use crate::store::{Disk, DiskState, Store};
 
 use super::scrub::keyless_volume;
@@ -24,6 +24,9 @@ pub struct DiskStatus {
     pub free_bytes: Option<u64>,
     /// Shard files on the disk (`None` when the disk is not usable).
     pub shards: Option<u64>,
+    /// Shards of readable chunks that belong on this disk and are not there (`None` when the disk is not usable):
+    /// it was away, or restored from an older copy, while they were written. `scrub --repair` rebuilds them.
+    pub lacking: Option<u64>,
     /// I/O and verification errors seen since the store was opened.
     pub errors: u64,
     /// Lifetime totals recorded by mounts in the metadata database (`None` when it could not be read, e.g. while
@@ -78,11 +81,94 @@ pub struct StatusReport {
     pub m: u8,
     pub read_only: bool,
     pub disks: Vec<DiskStatus>,
-    /// Further disk losses survivable now (m minus disks not ok; negative means data is unreadable).
+    /// Further disk losses survivable now: m minus disks not ok, and no more than the fewest spare shards of any
+    /// readable chunk (negative means data is unreadable).
     pub redundancy_now: i64,
     /// Disk losses survivable with every disk ok (= m).
     pub redundancy_target: i64,
     pub usage: Option<Usage>,
+    /// Chunks whose shards are not all in place.
+    pub census: ShardCensus,
+}
+
+/// Chunks whose shards are not all where they belong, counted from the usable disks' listings (no key needed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ShardCensus {
+    /// Chunks with at least k shards but not all k+m: readable, with less redundancy until `scrub --repair`.
+    pub chunks_short: u64,
+    /// Chunks with fewer than k shards: unreadable, or leftovers of an interrupted delete (`gc` frees those).
+    pub chunks_below_k: u64,
+    /// Fewest spare shards (present minus k) of any readable chunk; `None` when there is none.
+    pub worst_spare: Option<u64>,
+}
+
+/// Chunk → bit i set when its shard i is on the disk it belongs on.
+type Masks = std::collections::HashMap<crate::store::ChunkId, u32>;
+/// One figure per configured disk, `None` for a disk that is not usable.
+type PerDisk = Vec<Option<u64>>;
+
+/// Which of its k+m shards each chunk has on the listed disks (bit i = shard i, on the disk it belongs on).
+fn shard_masks(disks: &[Arc<dyn Disk>], listed: &[bool], n: usize) -> Result<(Masks, PerDisk)> {
+    let mut masks = std::collections::HashMap::new();
+    let mut counts = Vec::with_capacity(disks.len());
+    for (d, disk) in disks.iter().enumerate() {
+        if !listed[d] {
+            counts.push(None);
+            continue;
+        }
+        let shards = list_shards(disk.as_ref())?;
+        counts.push(Some(shards.len() as u64));
+        for (id, i) in shards {
+            if i < n && i < 32 && shard_disk(&id, i, disks.len()) == d {
+                *masks.entry(id).or_insert(0u32) |= 1 << i;
+            }
+        }
+    }
+    Ok((masks, counts))
+}
+
+/// Lists the usable disks and counts chunks missing shards: (shard files per disk, shards lacking per disk,
+/// census). A chunk counts only if it is short in two listings in a row, so a put or delete in flight beside a
+/// mount (its shards appearing or vanishing between one disk's listing and the next) is not reported.
+fn census(
+    disks: &[Arc<dyn Disk>],
+    listed: &[bool],
+    k: usize,
+    m: usize,
+) -> Result<(PerDisk, PerDisk, ShardCensus)> {
+    let n = k + m;
+    let whole = (1u32 << n) - 1;
+    let (first, counts) = shard_masks(disks, listed, n)?;
+    let mut lacking: Vec<Option<u64>> = listed.iter().map(|&l| l.then_some(0)).collect();
+    let mut out = ShardCensus::default();
+    let again = if first.values().any(|&mask| mask != whole) {
+        shard_masks(disks, listed, n)?.0
+    } else {
+        first.clone()
+    };
+    for (id, &was) in &first {
+        let mask = again.get(id).copied().unwrap_or(0);
+        let present = mask.count_ones() as usize;
+        if was == whole || mask == whole || present == 0 {
+            continue;
+        }
+        if present < k {
+            out.chunks_below_k += 1;
+            continue;
+        }
+        out.chunks_short += 1;
+        let spare = (present - k) as u64;
+        out.worst_spare = Some(out.worst_spare.map_or(spare, |w| w.min(spare)));
+        for i in (0..n).filter(|i| mask & (1 << i) == 0) {
+            if let Some(l) = &mut lacking[shard_disk(id, i, disks.len())] {
+                *l += 1;
+            }
+        }
+    }
+    if out.worst_spare.is_none() && !first.is_empty() {
+        out.worst_spare = Some(m as u64);
+    }
+    Ok((counts, lacking, out))
 }
 
 impl StatusReport {
@@ -115,9 +201,13 @@ impl StatusReport {
 pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
     let r = store.redundancy();
     let disks = store.disks();
-    let counts = store.shard_counts();
     let health = store.health();
     let not_ok = health.iter().filter(|h| h.state != DiskState::Ok).count() as i64;
+    let listed: Vec<bool> = health
+        .iter()
+        .map(|h| matches!(h.state, DiskState::Ok | DiskState::ReadOnly))
+        .collect();
+    let (counts, lacking, census) = census(&disks, &listed, r.k as usize, r.m as usize)?;
     let lifetime = lifetime_counters(meta, health.len())?;
     let disks = health
         .into_iter()
@@ -130,7 +220,8 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
                 detail: h.detail,
                 total_bytes: space.map(|s| s.0),
                 free_bytes: space.map(|s| s.1),
-                shards: counts[h.index].map(|c| c as u64),
+                shards: counts[h.index],
+                lacking: lacking[h.index],
                 errors: h.errors,
                 errors_seen: lifetime[h.index][0],
                 repaired: lifetime[h.index][1],
@@ -146,10 +237,19 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
         m: r.m,
         read_only: store.is_read_only(),
         disks,
-        redundancy_now: r.m as i64 - not_ok,
+        redundancy_now: redundancy_now(r.m, not_ok, &census),
         redundancy_target: r.m as i64,
         usage,
+        census,
     })
+}
+
+/// Disk losses survivable now: fewer by each disk not ok, and no more than the weakest readable chunk allows.
+fn redundancy_now(m: u8, not_ok: i64, census: &ShardCensus) -> i64 {
+    let by_disks = m as i64 - not_ok;
+    census
+        .worst_spare
+        .map_or(by_disks, |w| by_disks.min(w as i64))
 }
 
 /// Usage figures from the metadata database (no key needed: redb is local and unencrypted).
@@ -178,9 +278,11 @@ pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<St
     let (k, m) = (vol.expect.k, vol.expect.m);
     let mut not_ok = 0;
     let lifetime = lifetime_counters(meta, disks.len())?;
+    let listed: Vec<bool> = vol.disks.iter().map(|(usable, _)| *usable).collect();
+    let (counts, lacking, census) = census(disks, &listed, k as usize, m as usize)?;
     let mut out = Vec::with_capacity(disks.len());
     for (i, d) in disks.iter().enumerate() {
-        let (usable, state) = &vol.disks[i];
+        let (_, state) = &vol.disks[i];
         if state != "ok" {
             not_ok += 1;
         }
@@ -192,11 +294,8 @@ pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<St
             detail: None,
             total_bytes: space.map(|s| s.0),
             free_bytes: space.map(|s| s.1),
-            shards: if *usable {
-                Some(list_shards(d.as_ref())?.len() as u64)
-            } else {
-                None
-            },
+            shards: counts[i],
+            lacking: lacking[i],
             errors: 0,
             errors_seen: lifetime[i][0],
             repaired: lifetime[i][1],
@@ -210,8 +309,9 @@ pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<St
         m,
         read_only: false,
         disks: out,
-        redundancy_now: m as i64 - not_ok,
+        redundancy_now: redundancy_now(m, not_ok, &census),
         redundancy_target: m as i64,
         usage: meta.map(usage).transpose()?,
+        census,
     })
 }
