@@ -103,7 +103,24 @@ pub struct ShardCensus {
 }
 
 /// Chunk → bit i set when its shard i is on the disk it belongs on.
-type Masks = std::collections::HashMap<crate::store::ChunkId, u32>;
+type Masks = std::collections::HashMap<crate::store::ChunkId, Shards>;
+
+/// A set of shard indexes (k+m is at most 255).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Shards([u64; 4]);
+
+impl Shards {
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn has(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
 /// One figure per configured disk, `None` for a disk that is not usable.
 type PerDisk = Vec<Option<u64>>;
 
@@ -119,8 +136,8 @@ fn shard_masks(disks: &[Arc<dyn Disk>], listed: &[bool], n: usize) -> Result<(Ma
         let shards = list_shards(disk.as_ref())?;
         counts.push(Some(shards.len() as u64));
         for (id, i) in shards {
-            if i < n && i < 32 && shard_disk(&id, i, disks.len()) == d {
-                *masks.entry(id).or_insert(0u32) |= 1 << i;
+            if i < n && shard_disk(&id, i, disks.len()) == d {
+                masks.entry(id).or_insert_with(Shards::default).insert(i);
             }
         }
     }
@@ -137,19 +154,22 @@ fn census(
     m: usize,
 ) -> Result<(PerDisk, PerDisk, ShardCensus)> {
     let n = k + m;
-    let whole = (1u32 << n) - 1;
     let (first, counts) = shard_masks(disks, listed, n)?;
     let mut lacking: Vec<Option<u64>> = listed.iter().map(|&l| l.then_some(0)).collect();
     let mut out = ShardCensus::default();
-    let again = if first.values().any(|&mask| mask != whole) {
+    // Nothing short: no second listing.
+    let again = if first.values().any(|s| s.len() < n) {
         shard_masks(disks, listed, n)?.0
     } else {
-        first.clone()
+        Masks::new()
     };
-    for (id, &was) in &first {
-        let mask = again.get(id).copied().unwrap_or(0);
-        let present = mask.count_ones() as usize;
-        if was == whole || mask == whole || present == 0 {
+    for (id, was) in &first {
+        if was.len() == n {
+            continue;
+        }
+        let now = again.get(id).copied().unwrap_or_default();
+        let present = now.len();
+        if present == n || present == 0 {
             continue;
         }
         if present < k {
@@ -159,7 +179,7 @@ fn census(
         out.chunks_short += 1;
         let spare = (present - k) as u64;
         out.worst_spare = Some(out.worst_spare.map_or(spare, |w| w.min(spare)));
-        for i in (0..n).filter(|i| mask & (1 << i) == 0) {
+        for i in (0..n).filter(|&i| !now.has(i)) {
             if let Some(l) = &mut lacking[shard_disk(id, i, disks.len())] {
                 *l += 1;
             }
@@ -314,4 +334,20 @@ pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<St
         usage: meta.map(usage).transpose()?,
         census,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shards;
+
+    #[test]
+    fn shard_sets_hold_every_index_a_layout_allows() {
+        let mut s = Shards::default();
+        for i in [0, 31, 32, 63, 64, 127, 200, 254] {
+            s.insert(i);
+        }
+        s.insert(64);
+        assert_eq!(s.len(), 8);
+        assert!(s.has(254) && s.has(0) && s.has(32) && !s.has(1) && !s.has(253));
+    }
 }
