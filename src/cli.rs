@@ -815,12 +815,24 @@ fn health_line(
         ),
         (n, _) => format!("degraded: {n} disk(s) missing, can lose {} more", can_lose(m - n)),
     };
-    if census.chunks_below_k > 0 {
+    let k = report.map_or(0, |r| r.k);
+    if census.chunks_below_k > 0 && census.metadata_checked {
         line += &format!(
-            "; {} chunk(s) have fewer than {} shards: unreadable, unless they are leftovers of an interrupted \
-             delete (`valencefs gc` frees those)",
-            census.chunks_below_k,
-            report.map_or(0, |r| r.k)
+            "; {} chunk(s) in use have fewer than {k} shards: UNREADABLE (`valencefs scrub` reports them)",
+            census.chunks_below_k
+        );
+    } else if census.chunks_below_k > 0 {
+        line += &format!(
+            "; {} chunk(s) have fewer than {k} shards: unreadable, unless they are leftovers of an interrupted \
+             delete (`valencefs gc` frees those; run status again when unmounted to tell)",
+            census.chunks_below_k
+        );
+    }
+    if census.chunks_leftover > 0 {
+        line += &format!(
+            "; {} leftover chunk(s) no file uses (a disk that was away brought back shards deleted meanwhile; \
+             `valencefs gc` frees them)",
+            census.chunks_leftover
         );
     }
     line

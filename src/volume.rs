@@ -463,7 +463,9 @@ pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
 
 /// Opens the chunk store over the configured disks.
 pub fn open_chunks(cfg: &Config, passphrase: &[u8]) -> Result<Arc<dyn Chunks>> {
-    Ok(Arc::new(open_store(cfg, passphrase)?))
+    let store = open_store(cfg, passphrase)?;
+    store.warn_disks_behind();
+    Ok(Arc::new(store))
 }
 
 /// Opens the store after a typed pre-check: more missing disk directories than the redundancy tolerates is a

@@ -122,15 +122,36 @@ fn status_counts_shards_a_returning_disk_lacks() {
     assert_eq!(s.disks[other.unwrap()].lacking, Some(1));
     assert_eq!(s.disks[1].shards, Some(ids.len() as u64 - 3));
 
-    // A chunk down to fewer than k shards is counted apart (unreadable, or a delete's leftovers).
-    let id = ids[3];
-    for i in 0..3 {
-        disks[st.shard_disk(&id, i)]
-            .delete(&shard_name_of(&id, i))
-            .unwrap();
+    // Chunks down to fewer than k shards are counted apart: without the database all as possibly unreadable;
+    // with it, those files use apart from leftovers nothing references.
+    let meta = open_meta(&vol.state()).unwrap();
+    let used = meta
+        .write()
+        .unwrap()
+        .all_chunks()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .find(|id| !ids[..3].contains(id))
+        .expect("a file's chunk not already short");
+    let stray = b"a chunk no file references, as a disk that was away brings back".to_vec();
+    let leftover = st.chunk_id(&stray);
+    st.put(&leftover, &stray).unwrap();
+    st.sync().unwrap();
+    for id in [used, leftover] {
+        for i in 0..3 {
+            disks[st.shard_disk(&id, i)]
+                .delete(&shard_name_of(&id, i))
+                .unwrap();
+        }
     }
     let s = status_keyless(&vol.dir_disks(), None).unwrap();
-    assert_eq!(s.census.chunks_below_k, 1);
+    assert_eq!((s.census.chunks_below_k, s.census.chunks_leftover), (2, 0));
+    assert!(!s.census.metadata_checked);
+    let s = status_keyless(&vol.dir_disks(), Some(&meta)).unwrap();
+    assert_eq!((s.census.chunks_below_k, s.census.chunks_leftover), (1, 1));
+    assert!(s.census.metadata_checked);
+    let s = status_keyless(&vol.dir_disks(), None).unwrap();
 
     // The keyed report agrees, and a repairing scrub makes the readable ones whole again.
     let keyed = status(&st, None).unwrap();

@@ -407,3 +407,26 @@ fn readmit_refuses_a_foreign_disk() {
     );
     assert_eq!(store.health()[0].state, DiskState::Missing);
 }
+
+/// A disk whose metadata pointer is older than another's missed a snapshot (it was away, or restored from an
+/// older copy): the store names it, with both generations, so the mount can warn about it.
+#[test]
+fn disks_with_an_older_metadata_pointer_are_named() {
+    let disks = mem_disks(5);
+    let store = Store::create(as_dyn(&disks), &opts("personal"), PASS).unwrap();
+    assert!(
+        store.disks_behind().is_empty(),
+        "no pointer yet: nothing to compare"
+    );
+    store.save_snapshot(1, b"first database", None).unwrap();
+    assert!(store.disks_behind().is_empty());
+    let old = disks[2].get("meta/pointer").unwrap();
+    store.save_snapshot(2, b"second database", None).unwrap();
+    assert!(store.disks_behind().is_empty());
+    disks[2].put("meta/pointer", &old).unwrap();
+    disks[4].delete("meta/pointer").unwrap();
+    assert_eq!(store.disks_behind(), vec![(2, 1, 2), (4, 0, 2)]);
+    // The next snapshot brings them level again.
+    store.save_snapshot(3, b"third database", None).unwrap();
+    assert!(store.disks_behind().is_empty());
+}

@@ -97,7 +97,13 @@ pub struct ShardCensus {
     /// Chunks with at least k shards but not all k+m: readable, with less redundancy until `scrub --repair`.
     pub chunks_short: u64,
     /// Chunks with fewer than k shards: unreadable, or leftovers of an interrupted delete (`gc` frees those).
+    /// When the metadata database could be read, only those it references (or holds) are counted here...
     pub chunks_below_k: u64,
+    /// ...and the others here: leftovers, typically shards of chunks deleted while a disk was away, which came
+    /// back with it. `gc` frees them. Always 0 without the database (a mounted volume's is locked).
+    pub chunks_leftover: u64,
+    /// Whether the metadata database told leftovers apart from chunks in use.
+    pub metadata_checked: bool,
     /// Fewest spare shards (present minus k) of any readable chunk; `None` when there is none.
     pub worst_spare: Option<u64>,
 }
@@ -152,17 +158,22 @@ fn census(
     listed: &[bool],
     k: usize,
     m: usize,
+    meta: Option<&Meta>,
 ) -> Result<(PerDisk, PerDisk, ShardCensus)> {
     let n = k + m;
     let (first, counts) = shard_masks(disks, listed, n)?;
     let mut lacking: Vec<Option<u64>> = listed.iter().map(|&l| l.then_some(0)).collect();
-    let mut out = ShardCensus::default();
+    let mut out = ShardCensus {
+        metadata_checked: meta.is_some(),
+        ..Default::default()
+    };
     // Nothing short: no second listing.
     let again = if first.values().any(|s| s.len() < n) {
         shard_masks(disks, listed, n)?.0
     } else {
         Masks::new()
     };
+    let mut tx = None;
     for (id, was) in &first {
         if was.len() == n {
             continue;
@@ -173,7 +184,18 @@ fn census(
             continue;
         }
         if present < k {
-            out.chunks_below_k += 1;
+            if tx.is_none() {
+                tx = meta.map(|m| m.write()).transpose()?;
+            }
+            let known = match &mut tx {
+                Some(tx) => tx.chunk(id)?.is_some() || tx.held_chunk(id)?.is_some(),
+                None => true,
+            };
+            if known {
+                out.chunks_below_k += 1;
+            } else {
+                out.chunks_leftover += 1;
+            }
             continue;
         }
         out.chunks_short += 1;
@@ -227,7 +249,7 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
         .iter()
         .map(|h| matches!(h.state, DiskState::Ok | DiskState::ReadOnly))
         .collect();
-    let (counts, lacking, census) = census(&disks, &listed, r.k as usize, r.m as usize)?;
+    let (counts, lacking, census) = census(&disks, &listed, r.k as usize, r.m as usize, meta)?;
     let lifetime = lifetime_counters(meta, health.len())?;
     let disks = health
         .into_iter()
@@ -299,7 +321,7 @@ pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<St
     let mut not_ok = 0;
     let lifetime = lifetime_counters(meta, disks.len())?;
     let listed: Vec<bool> = vol.disks.iter().map(|(usable, _)| *usable).collect();
-    let (counts, lacking, census) = census(disks, &listed, k as usize, m as usize)?;
+    let (counts, lacking, census) = census(disks, &listed, k as usize, m as usize, meta)?;
     let mut out = Vec::with_capacity(disks.len());
     for (i, d) in disks.iter().enumerate() {
         let (_, state) = &vol.disks[i];

@@ -61,35 +61,74 @@ impl Store {
         Ok(id)
     }
 
+    /// The pointer on one disk, if it has a readable one.
+    fn pointer_on(&self, disk: usize) -> Option<SnapshotPointer> {
+        let slot = &self.slots[disk];
+        let sealed = slot.disk.get(POINTER).ok()?;
+        let Ok(body) = self.open_blob(LABEL, &sealed) else {
+            tracing::warn!(
+                "{}: metadata pointer fails authentication; ignored",
+                slot.disk.describe()
+            );
+            return None;
+        };
+        if body.len() != 72 {
+            return None;
+        }
+        let prev: [u8; 32] = body[40..72].try_into().expect("length checked");
+        Some(SnapshotPointer {
+            generation: u64::from_le_bytes(body[..8].try_into().expect("length checked")),
+            current: ChunkId(body[8..40].try_into().expect("length checked")),
+            previous: (prev != [0; 32]).then_some(ChunkId(prev)),
+        })
+    }
+
     /// Every readable pointer, newest generation first (disks can disagree after a crash or a stale disk).
     pub fn snapshot_pointers(&self) -> Vec<SnapshotPointer> {
         let mut out: Vec<SnapshotPointer> = Vec::new();
-        for slot in &self.slots {
-            let Ok(sealed) = slot.disk.get(POINTER) else {
-                continue;
-            };
-            let Ok(body) = self.open_blob(LABEL, &sealed) else {
-                tracing::warn!(
-                    "{}: metadata pointer fails authentication; ignored",
-                    slot.disk.describe()
-                );
-                continue;
-            };
-            if body.len() != 72 {
-                continue;
-            }
-            let prev: [u8; 32] = body[40..72].try_into().expect("length checked");
-            let p = SnapshotPointer {
-                generation: u64::from_le_bytes(body[..8].try_into().expect("length checked")),
-                current: ChunkId(body[8..40].try_into().expect("length checked")),
-                previous: (prev != [0; 32]).then_some(ChunkId(prev)),
-            };
+        for p in (0..self.slots.len()).filter_map(|d| self.pointer_on(d)) {
             if !out.contains(&p) {
                 out.push(p);
             }
         }
         out.sort_by_key(|p| std::cmp::Reverse(p.generation));
         out
+    }
+
+    /// Usable disks whose pointer is older than the newest (or absent while another disk has one), as (disk,
+    /// its generation or 0, newest generation). Such a disk missed a metadata snapshot: it was away, or restored
+    /// from an older copy, while the volume was written (and then lacks those shards), or the machine crashed
+    /// between two disks' pointer writes (and it lacks nothing).
+    pub fn disks_behind(&self) -> Vec<(usize, u64, u64)> {
+        let usable: Vec<usize> = (0..self.slots.len()).filter(|&d| self.usable(d)).collect();
+        let generations: Vec<(usize, Option<u64>)> = usable
+            .iter()
+            .map(|&d| (d, self.pointer_on(d).map(|p| p.generation)))
+            .collect();
+        let Some(newest) = generations.iter().filter_map(|g| g.1).max() else {
+            return Vec::new();
+        };
+        generations
+            .into_iter()
+            .filter_map(|(d, g)| {
+                let g = g.unwrap_or(0);
+                (g < newest).then_some((d, g, newest))
+            })
+            .collect()
+    }
+
+    /// Logs a warning naming each disk [`Store::disks_behind`] finds, with what to do about it.
+    pub fn warn_disks_behind(&self) {
+        for (d, g, newest) in self.disks_behind() {
+            tracing::warn!(
+                "disk {}: its metadata pointer is at generation {g}, another disk's at {newest}: it was away or \
+                 restored from an older copy while the volume was written (then it lacks the shards written \
+                 meanwhile, and reads rebuild them from the other disks as they go), or the machine crashed while \
+                 updating the pointers. `valencefs status` counts what it lacks; `valencefs scrub --repair` \
+                 rebuilds it",
+                self.slots[d].disk.describe()
+            );
+        }
     }
 
     /// Chunk ids that hold metadata snapshots (gc must keep them).
