@@ -817,6 +817,9 @@ fn health_line(
     };
     let k = report.map_or(0, |r| r.k);
     if census.chunks_below_k > 0 && census.metadata_checked {
+        if line == "healthy" {
+            line = "damaged".to_string();
+        }
         line += &format!(
             "; {} chunk(s) in use have fewer than {k} shards: UNREADABLE (`valencefs scrub` reports them)",
             census.chunks_below_k
