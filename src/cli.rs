@@ -1015,6 +1015,68 @@ mod tests {
     }
 
     #[test]
+    fn health_line_tells_missing_disks_short_chunks_and_damage_apart() {
+        use crate::maint::status::{ShardCensus, StatusReport};
+        let report = |redundancy_now: i64, census: ShardCensus| StatusReport {
+            volume_id: "00".repeat(16),
+            layout: "3+2".into(),
+            k: 3,
+            m: 2,
+            read_only: false,
+            disks: Vec::new(),
+            redundancy_now,
+            redundancy_target: 2,
+            usage: None,
+            census,
+        };
+        let whole = report(2, ShardCensus::default());
+        assert_eq!(health_line(0, 2, Some(&whole)), "healthy");
+        assert_eq!(health_line(0, 2, None), "healthy");
+        let line = health_line(1, 2, Some(&report(1, ShardCensus::default())));
+        assert!(
+            line.starts_with("degraded: 1 disk(s) missing, can lose 1 more"),
+            "{line}"
+        );
+        assert!(health_line(3, 2, Some(&whole)).starts_with("unreadable: 3 disks missing"));
+        let short = ShardCensus {
+            chunks_short: 7,
+            worst_spare: Some(0),
+            ..Default::default()
+        };
+        let line = health_line(0, 2, Some(&report(0, short)));
+        assert!(
+            line.starts_with("degraded: 7 chunk(s) lack shards"),
+            "{line}"
+        );
+        assert!(
+            line.contains("scrub --repair") && line.ends_with("can lose 0 more"),
+            "{line}"
+        );
+        let lost = ShardCensus {
+            chunks_below_k: 2,
+            chunks_leftover: 5,
+            metadata_checked: true,
+            ..Default::default()
+        };
+        let line = health_line(0, 2, Some(&report(2, lost.clone())));
+        assert!(
+            line.starts_with("damaged; 2 chunk(s) in use have fewer than 3 shards: UNREADABLE"),
+            "{line}"
+        );
+        assert!(line.contains("5 leftover chunk(s)"), "{line}");
+        let unsure = ShardCensus {
+            metadata_checked: false,
+            chunks_leftover: 0,
+            ..lost
+        };
+        let line = health_line(0, 2, Some(&report(2, unsure)));
+        assert!(
+            line.starts_with("healthy; 2 chunk(s) have fewer than 3 shards: unreadable, unless"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn helper_argv() {
         let r = parse_helper(&s(&[
             "/c.toml",
