@@ -35,9 +35,21 @@ impl BufPool {
         }
     }
 
-    /// The pool for dirty extents: a few streams, each with one extent filling and one flushing.
-    pub const fn for_extents() -> Self {
-        Self::new(MAX_EXTENT, 4)
+    /// The pool for dirty extents: a few streams, each with one extent filling and one flushing. Spares are
+    /// memory beyond the dirty budget, so they are kept to half of it (at least one, at most four: the default
+    /// 256 MiB budget keeps four).
+    pub const fn for_extents(dirty_budget: u64) -> Self {
+        let keep = dirty_budget / 2 / MAX_EXTENT as u64;
+        Self::new(
+            MAX_EXTENT,
+            if keep < 1 {
+                1
+            } else if keep > 4 {
+                4
+            } else {
+                keep as usize
+            },
+        )
     }
 
     /// An empty buffer with room for `cap` bytes.
@@ -366,6 +378,23 @@ impl ChunkCache {
 mod tests {
     use super::*;
 
+    #[test]
+    fn extent_spares_stay_within_half_the_dirty_budget() {
+        for (budget, keep) in [
+            (16u64 << 20, 1),
+            (64 << 20, 1),
+            (128 << 20, 2),
+            (256 << 20, 4),
+            (4 << 30, 4),
+        ] {
+            let pool = BufPool::for_extents(budget);
+            for _ in 0..6 {
+                pool.give(Vec::with_capacity(MAX_EXTENT));
+            }
+            assert_eq!(pool.spare(), keep, "budget {budget}");
+        }
+    }
+
     fn read(m: &DirtyMap, off: u64, len: usize) -> Vec<u8> {
         let mut b = vec![0u8; len];
         m.overlay(off, &mut b);
@@ -382,7 +411,7 @@ mod tests {
             rng
         };
         let mut m = DirtyMap::default();
-        let pool = BufPool::for_extents();
+        let pool = BufPool::for_extents(256 << 20);
         let mut model = vec![0u8; 4096];
         for round in 0..2000 {
             let off = next() % 4000;
@@ -423,7 +452,7 @@ mod tests {
 
     #[test]
     fn streams_fill_pooled_extents_no_larger_than_a_batch() {
-        let pool = BufPool::for_extents();
+        let pool = BufPool::for_extents(256 << 20);
         let piece: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let total = 70u64 << 20;
         let fill = |m: &mut DirtyMap| {
@@ -475,7 +504,7 @@ mod tests {
 
     #[test]
     fn writes_past_a_full_extent_start_the_next() {
-        let pool = BufPool::for_extents();
+        let pool = BufPool::for_extents(256 << 20);
         let mut m = DirtyMap::default();
         m.insert(0, &vec![1u8; MAX_EXTENT], &pool);
         let at = MAX_EXTENT as u64 - 100;
@@ -498,7 +527,7 @@ mod tests {
 
     #[test]
     fn writes_across_extents_land_in_place() {
-        let pool = BufPool::for_extents();
+        let pool = BufPool::for_extents(256 << 20);
         let mut m = DirtyMap::default();
         let big = MAX_EXTENT as u64;
         m.insert(0, &vec![1u8; MAX_EXTENT], &pool);

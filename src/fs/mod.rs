@@ -526,7 +526,7 @@ impl Fs {
             cond: Condvar::new(),
             flusher_wake: Condvar::new(),
             region_scratch: Mutex::new(Vec::new()),
-            extent_pool: cache::BufPool::for_extents(),
+            extent_pool: cache::BufPool::for_extents(opts.cache_size),
             request_pool: cache::BufPool::new(REQUEST_BUF, 16),
             committer_wake: Condvar::new(),
             put_gate: RwLock::new(()),
