@@ -120,12 +120,13 @@ fn main() {
         }),
     );
     let params = valencefs::store::ChunkerParams::default();
+    let gear = valencefs::store::chunker::Gear::from_seed(42);
     let cdc = show(
         "FastCDC v2020 256K/1M/4M",
         measure(repeats, stage_bytes, || {
             std::hint::black_box(valencefs::store::chunker::chunk_lengths(
                 &params,
-                42,
+                &gear,
                 &data[..stage_bytes],
             ));
         }),

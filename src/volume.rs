@@ -350,6 +350,7 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
             KdfParams::default()
         },
         chunker,
+        ..Default::default()
     };
     Store::create(config_disks(&cfg)?, &opts, req.passphrase)?;
     cfg.write_new(req.config_path)?;

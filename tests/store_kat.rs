@@ -4,9 +4,9 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use valencefs::store::chunker::chunk_lengths;
+use valencefs::store::chunker::{chunk_lengths, Gear};
 use valencefs::store::crypto::{self, hex, Keys};
-use valencefs::store::format::{ChunkerParams, ShardHeader};
+use valencefs::store::format::{ChunkerParams, ShardHeader, FORMAT_V1, FORMAT_V2};
 
 const MASTER: [u8; 32] = [0x42; 32];
 const VOLUME: [u8; 16] = [0x17; 16];
@@ -33,7 +33,7 @@ fn subkeys_and_chunk_id() {
     let nonce_key = blake3::derive_key(crypto::CTX_NONCE, &MASTER);
     let nonce_hash = blake3::keyed_hash(&nonce_key, &independent);
     let nonce = &nonce_hash.as_bytes()[..12];
-    assert_eq!(keys.chunk_nonce(&independent), nonce);
+    assert_eq!(keys.v1_chunk_nonce(&independent), nonce);
     assert_eq!(hex(nonce), KAT_NONCE);
     // Purpose separation: every subkey differs.
     let ctxs = [
@@ -42,6 +42,9 @@ fn subkeys_and_chunk_id() {
         crypto::CTX_DATA,
         crypto::CTX_NONCE,
         crypto::CTX_META,
+        crypto::CTX_SIV,
+        crypto::CTX_HEADER_MAC,
+        crypto::CTX_GEAR,
     ];
     let subs: std::collections::HashSet<[u8; 32]> = ctxs
         .iter()
@@ -50,24 +53,26 @@ fn subkeys_and_chunk_id() {
     assert_eq!(subs.len(), ctxs.len());
 }
 
-#[test]
-fn sealed_envelope() {
-    let keys = Keys::from_master(MASTER);
-    let id = keys.chunk_id(PLAIN);
-    let env = keys.seal_chunk(&VOLUME, &id, 0, PLAIN);
-    assert_eq!(env.len(), 512);
-    // Independent: AES-256-GCM under the data subkey, inner = flags|0|0|0|len LE|body|zeros, AAD as documented.
+/// Envelope of format `version` around PLAIN, recomputed with the independent crates: inner = flags|0|0|0|len
+/// LE|body|zeros; nonce = BLAKE3-keyed(SIV subkey, u16 version ‖ id ‖ inner)[..12]; AAD = label ‖ u16 version ‖
+/// volume ‖ id.
+fn independent_envelope(version: u16, id: &[u8; 32], total: usize) -> Vec<u8> {
     let data_key = blake3::derive_key(crypto::CTX_DATA, &MASTER);
-    let nonce = keys.chunk_nonce(&id);
+    let siv_key = blake3::derive_key(crypto::CTX_SIV, &MASTER);
     let mut inner = vec![0u8, 0, 0, 0];
     inner.extend_from_slice(&(PLAIN.len() as u32).to_le_bytes());
     inner.extend_from_slice(PLAIN);
-    inner.resize(512 - 28, 0);
+    inner.resize(total - 28, 0);
+    let mut h = blake3::Hasher::new_keyed(&siv_key);
+    h.update(&version.to_le_bytes());
+    h.update(id);
+    h.update(&inner);
+    let nonce = h.finalize().as_bytes()[..12].to_vec();
     let aad = [
         &b"valencefs envelope"[..],
-        &1u16.to_le_bytes(),
+        &version.to_le_bytes(),
         &VOLUME,
-        &id,
+        id,
     ]
     .concat();
     let ct = Aes256Gcm::new_from_slice(&data_key)
@@ -80,12 +85,30 @@ fn sealed_envelope() {
             },
         )
         .unwrap();
-    assert_eq!(env, [&nonce[..], &ct].concat());
-    assert_eq!(h(&env), KAT_ENVELOPE_BLAKE3);
-    assert_eq!(
-        keys.open_chunk(&VOLUME, &id, env.clone()).unwrap(),
-        (0, PLAIN.to_vec())
-    );
+    [&nonce[..], &ct].concat()
+}
+
+#[test]
+fn sealed_envelope() {
+    for (version, kat) in [
+        (FORMAT_V1, KAT_ENVELOPE_V1_BLAKE3),
+        (FORMAT_V2, KAT_ENVELOPE_V2_BLAKE3),
+    ] {
+        let keys = Keys::from_master(MASTER).for_format(version);
+        let id = keys.chunk_id(PLAIN);
+        let env = keys.seal_chunk(&VOLUME, &id, 0, PLAIN);
+        assert_eq!(env.len(), 512);
+        assert_eq!(env, independent_envelope(version, &id, 512), "v{version}");
+        assert_eq!(h(&env), kat, "v{version}");
+        assert_eq!(
+            keys.open_chunk(&VOLUME, &id, env.clone()).unwrap(),
+            (0, PLAIN.to_vec())
+        );
+    }
+    // v2 size classes: a 200,000-byte body seals to a Padmé class (a multiple of 4 KiB here), v1 to 512 bytes.
+    assert_eq!(crypto::envelope_len(FORMAT_V1, 8 + 200_000), 200_192);
+    assert_eq!(crypto::envelope_len(FORMAT_V2, 8 + 200_000), 200_704);
+    assert_eq!(crypto::envelope_len(FORMAT_V2, 8 + 1_048_576), 1_081_344);
 }
 
 #[test]
@@ -104,9 +127,35 @@ fn chunker_cut_points() {
         avg: 64 * 1024,
         max: 256 * 1024,
     };
-    let lens = chunk_lengths(&p, keys.chunker_seed(), &data);
+    let lens = chunk_lengths(&p, &Gear::from_seed(keys.chunker_seed()), &data);
     assert_eq!(lens.iter().sum::<usize>(), data.len());
     assert_eq!(format!("{lens:?}"), KAT_CUTS);
+    assert_eq!(
+        chunk_lengths(
+            &p,
+            &Keys::from_master(MASTER).for_format(FORMAT_V1).gear(),
+            &data
+        ),
+        lens,
+        "v1 keys cut with the seeded table"
+    );
+    // v2: gear[i] = u64 LE of bytes 8i..8i+8 of the BLAKE3 XOF keyed with the gear subkey; gear_ls = gear << 1.
+    let gear_key = blake3::derive_key(crypto::CTX_GEAR, &MASTER);
+    let mut table = [0u8; 2048];
+    blake3::Hasher::new_keyed(&gear_key)
+        .finalize_xof()
+        .fill(&mut table);
+    let v2 = chunk_lengths(&p, &Gear::from_table_bytes(&table), &data);
+    assert_eq!(
+        chunk_lengths(
+            &p,
+            &Keys::from_master(MASTER).for_format(FORMAT_V2).gear(),
+            &data
+        ),
+        v2
+    );
+    assert_eq!(v2.iter().sum::<usize>(), data.len());
+    assert_eq!(format!("{v2:?}"), KAT_CUTS_V2);
 }
 
 #[test]
@@ -133,8 +182,12 @@ const KAT_ID_KEY: &str = "b9d50130c55297e62ee538973d043d22159fd906dbcd5152bbe14e
 const KAT_CHUNK_ID: &str = "3d48fbbbf4fe545f7c49aa8c0673114d253d3cabcec42e6d719299d6d2ae97c2";
 const KAT_CHUNKER_SEED: u64 = 5551852419081970905;
 const KAT_NONCE: &str = "b7a0b845d01557675614be2a";
-const KAT_ENVELOPE_BLAKE3: &str =
-    "3ea7095701e88a2ca719057212899dea418dcd0fbdea4800bc344fb18a59e789";
+const KAT_ENVELOPE_V1_BLAKE3: &str =
+    "1670b9d96584c32d64ed3fb3cafb9378311c63afca483132fc8daf443234e8a8";
+const KAT_ENVELOPE_V2_BLAKE3: &str =
+    "45fa5727bf00844e1b5cc8517ce5f4091249d6abe64b93bf35761861169bdeb4";
+const KAT_CUTS_V2: &str =
+    "[21643, 70410, 67890, 90639, 75086, 130647, 120806, 64279, 73860, 169227, 105336, 58753]";
 const KAT_CUTS: &str = "[119376, 17402, 43062, 39031, 133715, 69530, 58361, 69140, 41971, 156468, 46777, 78955, 68555, 94290, 11943]";
 const KAT_SHARD_HEADER_BLAKE3: &str =
     "60e2ce3ce0c14b701a5939fa536288929f91bac73bdd97db8804f1e05108cf22";
@@ -142,7 +195,7 @@ const KAT_SHARD_HEADER_BLAKE3: &str =
 #[test]
 fn keyslot_unwraps_independently_with_argon2_and_aes_gcm() {
     use valencefs::store::format::{Keyslot, KEYSLOT_LEN};
-    let keys = Keys::from_master(MASTER);
+    let keys = Keys::from_master(MASTER).for_format(FORMAT_V1);
     let params = valencefs::store::KdfParams::insecure_fast();
     let slot = keys.wrap(&VOLUME, b"passphrase", &params).unwrap();
     let bytes = slot.encode();
@@ -196,6 +249,8 @@ fn disk_header_bytes() {
         wrapped: [0x7c; 48],
     };
     let hdr = DiskHeader {
+        version: FORMAT_V1,
+        mac: [0; 32],
         flags: 1,
         volume_id: VOLUME,
         disk_index: 2,
@@ -216,7 +271,29 @@ fn disk_header_bytes() {
     assert_eq!(&b[832..], blake3::hash(&b[..832]).as_bytes());
     assert_eq!(DiskHeader::decode(&b).unwrap(), hdr);
     assert_eq!(h(&b), KAT_DISK_HEADER_BLAKE3);
+    // v2: 896 bytes, version 2, MAC = BLAKE3-keyed(header subkey, bytes 0..832) at 832, checksum of 0..864 at 864.
+    let keys = Keys::from_master(MASTER);
+    let mut v2 = DiskHeader {
+        version: FORMAT_V2,
+        ..hdr
+    };
+    v2.mac = keys.header_mac(&v2.mac_input());
+    let b = v2.encode();
+    assert_eq!(b.len(), 896);
+    assert_eq!(&b[8..10], &2u16.to_le_bytes());
+    assert_eq!(&b[10..12], &896u16.to_le_bytes());
+    let mac_key = blake3::derive_key(crypto::CTX_HEADER_MAC, &MASTER);
+    assert_eq!(
+        &b[832..864],
+        blake3::keyed_hash(&mac_key, &b[..832]).as_bytes()
+    );
+    assert_eq!(&b[864..], blake3::hash(&b[..864]).as_bytes());
+    assert_eq!(DiskHeader::decode(&b).unwrap(), v2);
+    assert_eq!(h(&b), KAT_DISK_HEADER_V2_BLAKE3);
 }
+
+const KAT_DISK_HEADER_V2_BLAKE3: &str =
+    "fa330698963f2ab90db251120ca38c7f8512fe1eb45f152ff62242247a534380";
 
 const KAT_DISK_HEADER_BLAKE3: &str =
     "96d062525044471024efc1fe5a4b75e2f5c365032a64d0d8bdb2ee1a37df2e28";

@@ -426,17 +426,27 @@ impl Store {
         let data_idx: Vec<usize> = (0..k).collect();
         let first = self.par_map(&data_idx, |i| self.fetch(id, i, &volume_id, false));
         if !full && first.iter().all(|f| matches!(f, Fetched::Good(..))) {
+            // Sizes come from the shards actually read, never from a header field: a header is checked only by
+            // an unkeyed checksum, so its envelope length could be anything (issue #27 M2).
+            let total: usize = first
+                .iter()
+                .map(|f| match f {
+                    Fetched::Good(_, file) => file.len() - SHARD_HEADER_LEN,
+                    Fetched::Bad(_) => 0,
+                })
+                .sum();
             let env_len = match &first[0] {
-                Fetched::Good(h, _) => h.envelope_len as usize,
+                Fetched::Good(h, _) => h.envelope_len,
                 Fetched::Bad(_) => unreachable!(),
             };
-            let mut envelope = Vec::with_capacity(env_len + SHARD_HEADER_LEN * k);
-            for f in &first {
-                if let Fetched::Good(_, file) = f {
-                    envelope.extend_from_slice(&file[SHARD_HEADER_LEN..]);
+            if env_len <= total as u64 {
+                let mut envelope = Vec::with_capacity(total);
+                for f in &first {
+                    if let Fetched::Good(_, file) = f {
+                        envelope.extend_from_slice(&file[SHARD_HEADER_LEN..]);
+                    }
                 }
-            }
-            if env_len <= envelope.len() {
+                let env_len = env_len as usize;
                 envelope.truncate(env_len);
                 if let Ok(plain) = self.open_envelope(id, &volume_id, envelope) {
                     let report = ReadReport {

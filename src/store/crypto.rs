@@ -10,7 +10,8 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::format::{Keyslot, FORMAT_VERSION, KDF_ARGON2ID};
+use super::chunker::Gear;
+use super::format::{Keyslot, FORMAT_V1, FORMAT_VERSION, KDF_ARGON2ID};
 use crate::error::{Error, Result};
 
 /// Context strings for `blake3::derive_key`; changing any of them is a format change.
@@ -19,8 +20,19 @@ pub const CTX_CHUNKER: &str = "valencefs v1 2026-11 chunker seed";
 pub const CTX_DATA: &str = "valencefs v1 2026-11 data seal";
 pub const CTX_NONCE: &str = "valencefs v1 2026-11 data nonce";
 pub const CTX_META: &str = "valencefs v1 2026-11 metadata seal";
+/// Format v2 subkeys (also used by v1 volumes for the envelope nonce, which v1 readers take from the envelope).
+pub const CTX_SIV: &str = "valencefs v2 2026-12 envelope nonce";
+pub const CTX_HEADER_MAC: &str = "valencefs v2 2026-12 header mac";
+pub const CTX_GEAR: &str = "valencefs v2 2026-12 chunker gear";
 
-/// Sealed envelopes are padded to a multiple of this, so stored sizes reveal only ~512-byte granularity.
+/// Largest Argon2 costs a keyslot may ask for. Costs come from the disks, so a disk holder could otherwise make
+/// every unlock exhaust memory or run for ever; a slot over a cap "does not open" and the next one is tried.
+pub const MAX_KDF_M_COST_KIB: u32 = 4 * 1024 * 1024;
+pub const MAX_KDF_T_COST: u32 = 16;
+pub const MAX_KDF_P_COST: u32 = 16;
+
+/// Sealed envelopes are padded to a multiple of this (v2: at least this; larger ones to a Padmé size class), so
+/// stored sizes reveal only coarse size classes.
 pub const ENVELOPE_PAD: usize = 512;
 /// Nonce (12) + tag (16) around the encrypted inner body.
 pub const ENVELOPE_OVERHEAD: usize = 12 + 16;
@@ -53,6 +65,15 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
+    /// Whether these costs are within the caps every reader enforces ([`MAX_KDF_M_COST_KIB`] and the others) and
+    /// legal for Argon2.
+    pub fn within_caps(&self) -> bool {
+        self.m_cost_kib <= MAX_KDF_M_COST_KIB
+            && (1..=MAX_KDF_T_COST).contains(&self.t_cost)
+            && (1..=MAX_KDF_P_COST).contains(&self.p_cost)
+            && argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32)).is_ok()
+    }
+
     /// Cheapest legal parameters: for tests and fixtures only; offers no protection against guessing.
     pub fn insecure_fast() -> Self {
         KdfParams {
@@ -73,10 +94,12 @@ fn kek(passphrase: &[u8], params: &KdfParams, salt: &[u8; 16]) -> Result<Zeroizi
     Ok(out)
 }
 
-fn keyslot_aad(volume_id: &[u8; 16], slot: &Keyslot) -> Vec<u8> {
+/// AAD of a keyslot's wrapped key: label, the header's format version, volume id, KDF parameters and salt. The
+/// version binding makes a downgrade of a v2 header to v1 (which has no MAC) fail to unlock.
+fn keyslot_aad(version: u16, volume_id: &[u8; 16], slot: &Keyslot) -> Vec<u8> {
     [
         AAD_KEYSLOT,
-        &FORMAT_VERSION.to_le_bytes(),
+        &version.to_le_bytes(),
         volume_id,
         &slot.params_bytes(),
     ]
@@ -89,8 +112,13 @@ pub struct Keys {
     chunk_id: Zeroizing<[u8; 32]>,
     chunker: Zeroizing<[u8; 32]>,
     nonce: Zeroizing<[u8; 32]>,
+    siv: Zeroizing<[u8; 32]>,
+    header_mac: Zeroizing<[u8; 32]>,
+    gear: Zeroizing<[u8; 32]>,
     data: LessSafeKey,
     meta: LessSafeKey,
+    /// The volume's format version: selects the envelope AAD and padding, and the chunker's gear table.
+    format: u16,
 }
 
 /// An AES-256-GCM key.
@@ -137,10 +165,43 @@ impl Keys {
             chunk_id: d(CTX_CHUNK_ID),
             chunker: d(CTX_CHUNKER),
             nonce: d(CTX_NONCE),
+            siv: d(CTX_SIV),
+            header_mac: d(CTX_HEADER_MAC),
+            gear: d(CTX_GEAR),
             data: gcm_key(&data),
             meta: gcm_key(&meta),
             master,
+            format: FORMAT_VERSION,
         }
+    }
+
+    /// These keys for a volume of format `version` (1 or 2); [`Keys::from_master`] gives the newest.
+    pub fn for_format(mut self, version: u16) -> Keys {
+        self.format = version;
+        self
+    }
+
+    pub fn format(&self) -> u16 {
+        self.format
+    }
+
+    /// Format v2 header MAC: BLAKE3 keyed with the header subkey over the header's bytes before the MAC (disk
+    /// index included, so a header cannot be moved to another slot either).
+    pub fn header_mac(&self, bytes: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.header_mac, bytes).as_bytes()
+    }
+
+    /// The chunker's gear table: v1, the crate's table XORed with [`Keys::chunker_seed`]; v2, 2,048 bytes of the
+    /// BLAKE3 XOF keyed with the gear subkey.
+    pub fn gear(&self) -> Gear {
+        if self.format == FORMAT_V1 {
+            return Gear::from_seed(self.chunker_seed());
+        }
+        let mut t = Zeroizing::new([0u8; 2048]);
+        blake3::Hasher::new_keyed(&self.gear)
+            .finalize_xof()
+            .fill(t.as_mut());
+        Gear::from_table_bytes(&t)
     }
 
     /// A fresh random master key.
@@ -160,21 +221,40 @@ impl Keys {
         u64::from_le_bytes(self.chunker[..8].try_into().expect("8"))
     }
 
-    /// Deterministic nonce: first 96 bits of BLAKE3 keyed with the nonce subkey over the chunk id. The same nonce
-    /// is used again only for the same chunk id, i.e. the same plaintext, which then seals to identical bytes.
-    pub fn chunk_nonce(&self, chunk_id: &[u8; 32]) -> [u8; 12] {
+    /// The nonce format v1 *writers* derived from the chunk id alone (kept for the known-answer tests of envelopes
+    /// already on disks). Unsafe to seal with: one chunk id can be sealed with different inner bytes (another
+    /// compression decision or zstd version), which would pair one nonce with two plaintexts.
+    pub fn v1_chunk_nonce(&self, chunk_id: &[u8; 32]) -> [u8; 12] {
         blake3::keyed_hash(&self.nonce, chunk_id).as_bytes()[..12]
             .try_into()
             .expect("12")
     }
 
-    /// Wraps the master key into a new keyslot under `passphrase`.
+    /// Synthetic nonce of an envelope: the first 96 bits of BLAKE3 keyed with the SIV subkey over format version
+    /// (u16) ‖ chunk id ‖ the whole inner plaintext (header, body, padding). One nonce therefore seals one inner
+    /// plaintext only: equal nonces mean equal messages (barring a keyed-hash collision), so sealing stays
+    /// deterministic (idempotent puts) without GCM's nonce-reuse failure.
+    pub fn envelope_nonce(&self, chunk_id: &[u8; 32], inner: &[u8]) -> [u8; 12] {
+        let mut h = blake3::Hasher::new_keyed(&self.siv);
+        h.update(&self.format.to_le_bytes());
+        h.update(chunk_id);
+        h.update(inner);
+        h.finalize().as_bytes()[..12].try_into().expect("12")
+    }
+
+    /// Wraps the master key into a new keyslot under `passphrase`, for a header of this volume's format.
     pub fn wrap(
         &self,
         volume_id: &[u8; 16],
         passphrase: &[u8],
         params: &KdfParams,
     ) -> Result<Keyslot> {
+        if !params.within_caps() {
+            return Err(Error::Invalid(format!(
+                "Argon2 costs {params:?} are outside what readers accept (m ≤ {MAX_KDF_M_COST_KIB} KiB, \
+                 1 ≤ t ≤ {MAX_KDF_T_COST}, 1 ≤ p ≤ {MAX_KDF_P_COST})"
+            )));
+        }
         let mut slot = Keyslot {
             kdf: KDF_ARGON2ID,
             m_cost_kib: params.m_cost_kib,
@@ -185,14 +265,23 @@ impl Keys {
         rand::rngs::OsRng.fill_bytes(&mut slot.salt);
         rand::rngs::OsRng.fill_bytes(&mut slot.nonce);
         let kek = kek(passphrase, params, &slot.salt)?;
-        let aad = keyslot_aad(volume_id, &slot);
+        let aad = keyslot_aad(self.format, volume_id, &slot);
         let ct = gcm_seal(&gcm_key(&kek), &slot.nonce, &aad, self.master.as_ref());
         slot.wrapped.copy_from_slice(&ct);
         Ok(slot)
     }
 
     /// Unwraps one keyslot; `None` if the passphrase (or anything the AAD binds) does not match.
-    pub fn unwrap(volume_id: &[u8; 16], slot: &Keyslot, passphrase: &[u8]) -> Result<Option<Keys>> {
+    ///
+    /// A slot whose costs are over the caps ([`KdfParams::within_caps`]) or invalid does not open (`Ok(None)`): its
+    /// costs come from a disk, and a caller goes on to the next slot.
+    /// `version` is the format version of the header the slot was read from; the keys returned are for it.
+    pub fn unwrap(
+        version: u16,
+        volume_id: &[u8; 16],
+        slot: &Keyslot,
+        passphrase: &[u8],
+    ) -> Result<Option<Keys>> {
         if slot.kdf != KDF_ARGON2ID {
             return Ok(None);
         }
@@ -201,14 +290,23 @@ impl Keys {
             t_cost: slot.t_cost,
             p_cost: slot.p_cost,
         };
-        let kek = kek(passphrase, &params, &slot.salt)?;
-        let aad = keyslot_aad(volume_id, slot);
+        if !params.within_caps() {
+            tracing::warn!(
+                "ignoring a keyslot with Argon2 costs {params:?} over the caps (m ≤ {MAX_KDF_M_COST_KIB} KiB, t ≤ \
+                 {MAX_KDF_T_COST}, p ≤ {MAX_KDF_P_COST}): edited on the disk?"
+            );
+            return Ok(None);
+        }
+        let Ok(kek) = kek(passphrase, &params, &slot.salt) else {
+            return Ok(None);
+        };
+        let aad = keyslot_aad(version, volume_id, slot);
         let mut buf = Zeroizing::new(slot.wrapped);
         match gcm_open(&gcm_key(&kek), &slot.nonce, &aad, buf.as_mut()) {
             Some(32) => {
                 let mut m = [0u8; 32];
                 m.copy_from_slice(&buf[..32]);
-                let keys = Keys::from_master(m);
+                let keys = Keys::from_master(m).for_format(version);
                 zeroize::Zeroize::zeroize(&mut m);
                 Ok(Some(keys))
             }
@@ -217,8 +315,9 @@ impl Keys {
     }
 
     /// Seals a chunk body into an envelope `nonce || AES-256-GCM(inner) || tag`, where inner is
-    /// `flags, 0, 0, 0, body_len u32 LE, body, zero padding` and the whole envelope is a multiple of
-    /// [`ENVELOPE_PAD`]. The padding is inside the ciphertext, so it is authenticated and invisible.
+    /// `flags, 0, 0, 0, body_len u32 LE, body, zero padding` and the whole envelope is [`envelope_len`] bytes. The
+    /// padding is inside the ciphertext, so it is authenticated and invisible. The nonce is computed here from
+    /// everything sealed ([`Keys::envelope_nonce`]); no caller chooses it.
     pub fn seal_chunk(
         &self,
         volume_id: &[u8; 16],
@@ -226,17 +325,17 @@ impl Keys {
         flags: u8,
         body: &[u8],
     ) -> Vec<u8> {
-        let total = (INNER_HEADER_LEN + body.len() + ENVELOPE_OVERHEAD).div_ceil(ENVELOPE_PAD)
-            * ENVELOPE_PAD;
-        let nonce = self.chunk_nonce(chunk_id);
-        // Built in place: one copy of the body, one encryption pass.
+        let total = envelope_len(self.format, INNER_HEADER_LEN + body.len());
+        // Built in place: one copy of the body, one hashing pass for the nonce, one encryption pass.
         let mut out = Vec::with_capacity(total);
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&[0u8; 12]);
         out.extend_from_slice(&[flags, 0, 0, 0]);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(body);
         out.resize(total - 16, 0);
-        let aad = envelope_aad(volume_id, chunk_id);
+        let nonce = self.envelope_nonce(chunk_id, &out[12..]);
+        out[..12].copy_from_slice(&nonce);
+        let aad = envelope_aad(self.format, volume_id, chunk_id);
         let tag = self
             .data
             .seal_in_place_separate_tag(
@@ -262,7 +361,7 @@ impl Keys {
         if n < ENVELOPE_OVERHEAD + INNER_HEADER_LEN {
             return Err(bad());
         }
-        let aad = envelope_aad(volume_id, chunk_id);
+        let aad = envelope_aad(self.format, volume_id, chunk_id);
         let (head, rest) = envelope.split_at_mut(12);
         gcm_open(&self.data, head, &aad, rest).ok_or_else(bad)?;
         let inner = &rest[..n - ENVELOPE_OVERHEAD];
@@ -281,7 +380,7 @@ impl Keys {
     pub fn seal_blob(&self, volume_id: &[u8; 16], label: &[u8], data: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = [AAD_BLOB, &FORMAT_VERSION.to_le_bytes(), volume_id, label].concat();
+        let aad = [AAD_BLOB, &FORMAT_V1.to_le_bytes(), volume_id, label].concat();
         [&nonce[..], &gcm_seal(&self.meta, &nonce, &aad, data)].concat()
     }
 
@@ -290,7 +389,7 @@ impl Keys {
         if sealed.len() < ENVELOPE_OVERHEAD {
             return Err(Error::Corrupt("sealed blob too short".into()));
         }
-        let aad = [AAD_BLOB, &FORMAT_VERSION.to_le_bytes(), volume_id, label].concat();
+        let aad = [AAD_BLOB, &FORMAT_V1.to_le_bytes(), volume_id, label].concat();
         let mut buf = sealed[12..].to_vec();
         let len = gcm_open(&self.meta, &sealed[..12], &aad, &mut buf)
             .ok_or_else(|| Error::Corrupt("sealed blob failed authentication".into()))?;
@@ -299,16 +398,26 @@ impl Keys {
     }
 }
 
+/// Size of a sealed envelope around `inner_len` bytes of inner plaintext (header + body). v1: the next multiple
+/// of [`ENVELOPE_PAD`]. v2: the larger of that and Padmé (Nikitin et al., 2019): an envelope of 2^E..2^(E+1) bytes
+/// keeps only its top ⌊log2 E⌋ + 1 bits, so a size leaks O(log log L) bits and padding costs < 12 % (≤ 3.2 % from
+/// 64 KiB on, where the Padmé class is coarser than 512 bytes).
+pub fn envelope_len(format: u16, inner_len: usize) -> usize {
+    let raw = inner_len + ENVELOPE_OVERHEAD;
+    let v1 = raw.div_ceil(ENVELOPE_PAD) * ENVELOPE_PAD;
+    if format == FORMAT_V1 || raw < 2 {
+        return v1;
+    }
+    let e = usize::BITS - 1 - raw.leading_zeros();
+    let s = u32::BITS - e.leading_zeros();
+    let mask = (1usize << (e - s)) - 1;
+    v1.max((raw + mask) & !mask)
+}
+
 /// AAD of a chunk envelope: label, format version, volume id, chunk id. Moving an envelope to another chunk id or
 /// volume, or reading it with another format version, fails authentication.
-pub fn envelope_aad(volume_id: &[u8; 16], chunk_id: &[u8; 32]) -> Vec<u8> {
-    [
-        AAD_ENVELOPE,
-        &FORMAT_VERSION.to_le_bytes(),
-        volume_id,
-        chunk_id,
-    ]
-    .concat()
+pub fn envelope_aad(format: u16, volume_id: &[u8; 16], chunk_id: &[u8; 32]) -> Vec<u8> {
+    [AAD_ENVELOPE, &format.to_le_bytes(), volume_id, chunk_id].concat()
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -345,9 +454,113 @@ mod tests {
         let slot = k
             .wrap(&[1; 16], b"pw", &KdfParams::insecure_fast())
             .unwrap();
-        let back = Keys::unwrap(&[1; 16], &slot, b"pw").unwrap().unwrap();
+        let v = FORMAT_VERSION;
+        let back = Keys::unwrap(v, &[1; 16], &slot, b"pw").unwrap().unwrap();
         assert_eq!(back.chunk_id(b"x"), k.chunk_id(b"x"));
-        assert!(Keys::unwrap(&[1; 16], &slot, b"wrong").unwrap().is_none());
-        assert!(Keys::unwrap(&[2; 16], &slot, b"pw").unwrap().is_none());
+        assert!(Keys::unwrap(v, &[1; 16], &slot, b"wrong")
+            .unwrap()
+            .is_none());
+        assert!(Keys::unwrap(v, &[2; 16], &slot, b"pw").unwrap().is_none());
+        // A v2 slot read from a header downgraded to v1 does not open.
+        assert!(Keys::unwrap(FORMAT_V1, &[1; 16], &slot, b"pw")
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn keyslot_costs_from_a_disk_are_capped() {
+        let k = Keys::from_master(5u8.to_le_bytes().repeat(32).try_into().unwrap());
+        let good = k
+            .wrap(&[1; 16], b"pw", &KdfParams::insecure_fast())
+            .unwrap();
+        let v = FORMAT_VERSION;
+        for (m, t, p) in [
+            (u32::MAX, 1, 1),
+            (MAX_KDF_M_COST_KIB + 1, 1, 1),
+            (64, u32::MAX, 1),
+            (64, 17, 1),
+            (64, 1, 1000),
+            (64, 0, 1),
+            (1, 1, 1),
+        ] {
+            let mut bad = good.clone();
+            (bad.m_cost_kib, bad.t_cost, bad.p_cost) = (m, t, p);
+            // Returns at once, does not open, and is no error (the next slot is tried).
+            assert!(
+                Keys::unwrap(v, &[1; 16], &bad, b"pw").unwrap().is_none(),
+                "{m} {t} {p}"
+            );
+            let params = KdfParams {
+                m_cost_kib: m,
+                t_cost: t,
+                p_cost: p,
+            };
+            assert!(k.wrap(&[1; 16], b"pw", &params).is_err(), "{m} {t} {p}");
+        }
+        assert!(Keys::unwrap(v, &[1; 16], &good, b"pw").unwrap().is_some());
+    }
+
+    #[test]
+    fn nonce_depends_on_everything_sealed() {
+        // Issue #27 H1: one chunk id sealed with two different bodies (another compression decision, another zstd
+        // build) must not reuse a nonce.
+        let k = Keys::from_master([1; 32]);
+        let id = k.chunk_id(b"hello");
+        let a = k.seal_chunk(&[2; 16], &id, 0, b"hello");
+        let b = k.seal_chunk(&[2; 16], &id, INNER_FLAG_ZSTD, b"compressed form");
+        let c = k.seal_chunk(&[2; 16], &id, 0, b"hello");
+        assert_ne!(
+            a[..12],
+            b[..12],
+            "same id, different inner: different nonces"
+        );
+        assert_eq!(a, c, "same inner: same bytes (idempotent puts)");
+        // v1 volumes get the same protection; v1 readers take the nonce from the envelope.
+        let k1 = Keys::from_master([1; 32]).for_format(FORMAT_V1);
+        let a1 = k1.seal_chunk(&[2; 16], &id, 0, b"hello");
+        let b1 = k1.seal_chunk(&[2; 16], &id, INNER_FLAG_ZSTD, b"other");
+        assert_ne!(a1[..12], b1[..12]);
+        assert_ne!(
+            a1[..12],
+            k1.v1_chunk_nonce(&id),
+            "no longer the id-only nonce"
+        );
+        assert_eq!(k1.open_chunk(&[2; 16], &id, a1).unwrap().1, b"hello");
+        // Envelopes are bound to their format version.
+        assert!(k1.open_chunk(&[2; 16], &id, a.clone()).is_err());
+        assert!(k.open_chunk(&[2; 16], &id, a).is_ok());
+    }
+
+    #[test]
+    fn padme_size_classes() {
+        for v in [FORMAT_V1, FORMAT_VERSION] {
+            assert_eq!(envelope_len(v, 8), 512);
+            assert_eq!(envelope_len(v, 484), 512);
+            assert_eq!(envelope_len(v, 485), 1024);
+        }
+        // v1: 512-byte steps at every size; v2: coarser classes for large envelopes, < 3.2 % overhead from 64 KiB.
+        assert_eq!(envelope_len(FORMAT_V1, 1 << 20), (1 << 20) + 512);
+        let mut classes = std::collections::BTreeSet::new();
+        for inner in (60_000..4_300_000).step_by(997) {
+            let l = envelope_len(FORMAT_VERSION, inner);
+            assert!(l >= inner + ENVELOPE_OVERHEAD && l % ENVELOPE_PAD == 0);
+            if inner >= 65536 {
+                assert!(
+                    l * 1000 <= (inner + ENVELOPE_OVERHEAD) * 1032,
+                    "{inner} -> {l}"
+                );
+            }
+            classes.insert(l);
+        }
+        let v1: std::collections::BTreeSet<usize> = (60_000..4_300_000)
+            .step_by(997)
+            .map(|i| envelope_len(FORMAT_V1, i))
+            .collect();
+        assert!(
+            classes.len() * 10 < v1.len(),
+            "{} vs {}",
+            classes.len(),
+            v1.len()
+        );
     }
 }

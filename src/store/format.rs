@@ -1,4 +1,5 @@
-//! On-disk structures of format version 1 (disk header, keyslot, shard header) and their little-endian codecs.
+//! On-disk structures of format versions 1 and 2 (disk header, keyslot, shard header) and their little-endian
+//! codecs.
 //!
 //! Every offset used by the codecs is a named constant here, and `docs/FORMAT.md` tables are written from them.
 //! Decoders verify magic, version and checksum before trusting any field, so a torn or foreign file is an error,
@@ -6,8 +7,16 @@
 
 use crate::error::{Error, Result};
 
-/// The on-disk format version this code writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The on-disk format version this code writes for new volumes. It reads every version from [`FORMAT_V1`] on.
+pub const FORMAT_VERSION: u16 = 2;
+/// Format v1: unauthenticated disk header, envelopes padded to 512 bytes, chunker seeded by XOR. Still read and
+/// written (a v1 volume stays v1: older builds must keep opening it).
+pub const FORMAT_V1: u16 = 1;
+/// Format v2: the disk header carries a keyed MAC, envelopes use Padmé size classes and a v2 AAD, and the
+/// chunker's gear table comes from a keyed XOF (FORMAT.md "Format v2").
+pub const FORMAT_V2: u16 = 2;
+/// Version field of shard headers. Their layout is the same in v1 and v2 volumes, so it stays 1.
+pub const SHARD_VERSION: u16 = 1;
 
 /// Name of the header file at the root of every disk.
 pub const DISK_HEADER_NAME: &str = "valencefs.hdr";
@@ -23,10 +32,18 @@ pub const KEYSLOTS: usize = 8;
 pub const KEYSLOT_LEN: usize = 96;
 /// Offset of the first keyslot inside the disk header.
 pub const DH_KEYSLOTS_OFF: usize = 64;
-/// Offset of the BLAKE3 checksum (over every preceding byte) in the disk header.
-pub const DH_CHECKSUM_OFF: usize = DH_KEYSLOTS_OFF + KEYSLOTS * KEYSLOT_LEN;
-/// Total disk header size: 864 bytes.
+/// End of the keyslots: v1's checksum and v2's MAC start here.
+pub const DH_KEYSLOTS_END: usize = DH_KEYSLOTS_OFF + KEYSLOTS * KEYSLOT_LEN;
+/// Offset of the BLAKE3 checksum (over every preceding byte) in a v1 disk header.
+pub const DH_CHECKSUM_OFF: usize = DH_KEYSLOTS_END;
+/// Total v1 disk header size: 864 bytes.
 pub const DISK_HEADER_LEN: usize = DH_CHECKSUM_OFF + 32;
+/// Offset of the keyed MAC (over bytes 0..832) in a v2 disk header.
+pub const DH_V2_MAC_OFF: usize = DH_KEYSLOTS_END;
+/// Offset of the BLAKE3 checksum (over bytes 0..864) in a v2 disk header.
+pub const DH_V2_CHECKSUM_OFF: usize = DH_V2_MAC_OFF + 32;
+/// Total v2 disk header size: 896 bytes.
+pub const DISK_HEADER_V2_LEN: usize = DH_V2_CHECKSUM_OFF + 32;
 
 /// Disk header flag: zstd compression enabled for new chunks.
 pub const FLAG_COMPRESSION: u32 = 1;
@@ -190,9 +207,11 @@ impl ChunkerParams {
     }
 }
 
-/// The per-disk header; identical on every disk of a volume except `disk_index`.
+/// The per-disk header; identical on every disk of a volume except `disk_index` (and, in v2, the MAC over it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskHeader {
+    /// [`FORMAT_V1`] or [`FORMAT_V2`]: the volume's format, fixed at creation.
+    pub version: u16,
     pub flags: u32,
     pub volume_id: [u8; 16],
     pub disk_index: u16,
@@ -203,14 +222,32 @@ pub struct DiskHeader {
     pub epoch: u64,
     pub chunker: ChunkerParams,
     pub keyslots: Vec<Keyslot>,
+    /// v2: BLAKE3 keyed with the header subkey over bytes 0..832 ([`DiskHeader::mac_input`]); checked after
+    /// unlock. All zero in v1 headers, which have no MAC.
+    pub mac: [u8; 32],
 }
 
 impl DiskHeader {
+    /// Encoded length of a header of format `version`.
+    pub fn len_of(version: u16) -> usize {
+        if version == FORMAT_V1 {
+            DISK_HEADER_LEN
+        } else {
+            DISK_HEADER_V2_LEN
+        }
+    }
+
+    /// The bytes a v2 header's MAC covers: everything before it, disk index included.
+    pub fn mac_input(&self) -> Vec<u8> {
+        self.encode()[..DH_KEYSLOTS_END].to_vec()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![0u8; DISK_HEADER_LEN];
+        let len = DiskHeader::len_of(self.version);
+        let mut b = vec![0u8; len];
         b[0..8].copy_from_slice(&DISK_MAGIC);
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[10..12].copy_from_slice(&(DISK_HEADER_LEN as u16).to_le_bytes());
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        b[10..12].copy_from_slice(&(len as u16).to_le_bytes());
         b[12..16].copy_from_slice(&self.flags.to_le_bytes());
         b[16..32].copy_from_slice(&self.volume_id);
         b[32..34].copy_from_slice(&self.disk_index.to_le_bytes());
@@ -225,8 +262,14 @@ impl DiskHeader {
             let off = DH_KEYSLOTS_OFF + i * KEYSLOT_LEN;
             b[off..off + KEYSLOT_LEN].copy_from_slice(&slot.encode());
         }
-        let sum = blake3::hash(&b[..DH_CHECKSUM_OFF]);
-        b[DH_CHECKSUM_OFF..].copy_from_slice(sum.as_bytes());
+        let sum_off = if self.version == FORMAT_V1 {
+            DH_CHECKSUM_OFF
+        } else {
+            b[DH_V2_MAC_OFF..DH_V2_CHECKSUM_OFF].copy_from_slice(&self.mac);
+            DH_V2_CHECKSUM_OFF
+        };
+        let sum = blake3::hash(&b[..sum_off]);
+        b[sum_off..].copy_from_slice(sum.as_bytes());
         b
     }
 
@@ -237,24 +280,32 @@ impl DiskHeader {
             ));
         }
         let version = le16(b, 8);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_V1..=FORMAT_VERSION).contains(&version) {
             return Err(Error::Format(format!(
-                "disk header format version {version}, this build reads {FORMAT_VERSION}"
+                "disk header format version {version}; this build reads versions {FORMAT_V1} to \
+                 {FORMAT_VERSION} (a newer valencefs wrote it?)"
             )));
         }
-        if b.len() != DISK_HEADER_LEN || le16(b, 10) as usize != DISK_HEADER_LEN {
+        let len = DiskHeader::len_of(version);
+        if b.len() != len || le16(b, 10) as usize != len {
             return Err(Error::Format(format!(
-                "disk header is {} bytes, expected {DISK_HEADER_LEN}",
+                "disk header is {} bytes, expected {len} for format v{version}",
                 b.len()
             )));
         }
-        if blake3::hash(&b[..DH_CHECKSUM_OFF]).as_bytes() != &b[DH_CHECKSUM_OFF..] {
+        let sum_off = len - 32;
+        if blake3::hash(&b[..sum_off]).as_bytes() != &b[sum_off..] {
             return Err(Error::Format("disk header checksum mismatch".into()));
+        }
+        let mut mac = [0u8; 32];
+        if version != FORMAT_V1 {
+            mac.copy_from_slice(&b[DH_V2_MAC_OFF..DH_V2_CHECKSUM_OFF]);
         }
         let keyslots = (0..KEYSLOTS)
             .map(|i| Keyslot::decode(&b[DH_KEYSLOTS_OFF + i * KEYSLOT_LEN..]))
             .collect();
         let h = DiskHeader {
+            version,
             flags: le32(b, 12),
             volume_id: b[16..32].try_into().expect("16"),
             disk_index: le16(b, 32),
@@ -268,7 +319,16 @@ impl DiskHeader {
                 max: le32(b, 56),
             },
             keyslots,
+            mac,
         };
+        // One encoding per header: reserved bytes and empty slots must be zero. The v2 MAC is computed over the
+        // re-encoded fields, so bytes that decoding would drop must not exist.
+        if h.encode() != b {
+            return Err(Error::Format(
+                "disk header is not canonical (reserved bytes or an empty keyslot are not zero)"
+                    .into(),
+            ));
+        }
         h.chunker.validate()?;
         if h.k == 0 || h.m == 0 || (h.disk_count as usize) < h.k as usize + h.m as usize {
             return Err(Error::Format(format!(
@@ -300,7 +360,7 @@ impl ShardHeader {
     pub fn encode(&self) -> [u8; SHARD_HEADER_LEN] {
         let mut b = [0u8; SHARD_HEADER_LEN];
         b[0..8].copy_from_slice(&SHARD_MAGIC);
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&SHARD_VERSION.to_le_bytes());
         b[10] = self.k;
         b[11] = self.m;
         b[12] = self.index;
@@ -325,7 +385,7 @@ impl ShardHeader {
             return Err(Error::Format("shard header checksum mismatch".into()));
         }
         let version = le16(b, 8);
-        if version != FORMAT_VERSION {
+        if version != SHARD_VERSION {
             return Err(Error::Format(format!("shard format version {version}")));
         }
         let h = ShardHeader {
@@ -340,6 +400,13 @@ impl ShardHeader {
                 .try_into()
                 .expect("32"),
         };
+        // The envelope must fit the k data shards: a length from nowhere would size a buffer (issue #27 M2).
+        if h.k == 0 || h.envelope_len > h.k as u64 * h.shard_len as u64 {
+            return Err(Error::Format(format!(
+                "shard header announces a {}-byte envelope in {} shards of {} bytes",
+                h.envelope_len, h.k, h.shard_len
+            )));
+        }
         if file.len() != SHARD_HEADER_LEN + h.shard_len as usize {
             return Err(Error::Format(format!(
                 "shard is {} bytes, header announces {}",
@@ -460,7 +527,7 @@ mod tests {
             index: 4,
             volume_id: [7; 16],
             chunk_id: [9; 32],
-            envelope_len: 1024,
+            envelope_len: 9,
             shard_len: 3,
             payload_hash: *blake3::hash(b"abc").as_bytes(),
         };
@@ -468,6 +535,14 @@ mod tests {
         file.extend_from_slice(b"abc");
         let d = ShardHeader::decode(&file).unwrap();
         assert_eq!(d, h);
+        // An envelope longer than k shards could hold is refused before anyone sizes a buffer by it.
+        let huge = ShardHeader {
+            envelope_len: 1 << 50,
+            ..h.clone()
+        };
+        let mut bad = huge.encode().to_vec();
+        bad.extend_from_slice(b"abc");
+        assert!(ShardHeader::decode(&bad).is_err());
         assert!(d.payload_ok(&file));
         file[20] ^= 1;
         assert!(ShardHeader::decode(&file).is_err());

@@ -102,6 +102,8 @@ pub struct CreateOptions {
     pub kdf: KdfParams,
     /// FastCDC sizes, fixed for the volume's lifetime (tests use small ones).
     pub chunker: ChunkerParams,
+    /// On-disk format version: [`format::FORMAT_VERSION`] (the newest) unless a test needs an older one.
+    pub format: u16,
 }
 
 impl Default for CreateOptions {
@@ -111,6 +113,7 @@ impl Default for CreateOptions {
             compression: true,
             kdf: KdfParams::default(),
             chunker: ChunkerParams::default(),
+            format: format::FORMAT_VERSION,
         }
     }
 }
@@ -201,6 +204,8 @@ pub struct Store {
     /// The header as last written (disk index field is per disk); keyslot changes replace it.
     header: RwLock<format::DiskHeader>,
     keys: crypto::Keys,
+    /// The chunker's gear table, derived from the key once at open (`Keys::gear`).
+    gear: chunker::Gear,
     codec: erasure::Codec,
     read_only: bool,
     /// Serialises header rewrites (keyslot changes) against each other.
@@ -213,6 +218,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The volume's on-disk format version ([`format::FORMAT_V1`] or [`format::FORMAT_V2`]).
+    pub fn format_version(&self) -> u16 {
+        self.header.read().version
+    }
+
     pub fn volume_id(&self) -> [u8; 16] {
         self.header.read().volume_id
     }
@@ -250,13 +260,13 @@ impl Store {
     /// FastCDC v2020 cut points with the volume's keyed seed; lengths sum to `data.len()`.
     pub fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
         let params = self.header.read().chunker;
-        chunker::chunk_lengths(&params, self.keys.chunker_seed(), data)
+        chunker::chunk_lengths(&params, &self.gear, data)
     }
 
     /// The first of [`Store::chunk_lengths`], scanning no further.
     pub fn first_chunk_len(&self, data: &[u8]) -> usize {
         let params = self.header.read().chunker;
-        chunker::first_chunk_len(&params, self.keys.chunker_seed(), data)
+        chunker::first_chunk_len(&params, &self.gear, data)
     }
 
     pub fn max_chunk_size(&self) -> usize {

@@ -11,8 +11,8 @@ use super::crypto::{hex, KdfParams, Keys};
 use super::disk::Disk;
 use super::erasure::Codec;
 use super::format::{
-    DiskHeader, Keyslot, DH_CHECKSUM_OFF, DH_KEYSLOTS_OFF, DISK_HEADER_NAME, FLAG_COMPRESSION,
-    KEYSLOTS, SHARD_DIR,
+    DiskHeader, Keyslot, DH_KEYSLOTS_END, DH_KEYSLOTS_OFF, DISK_HEADER_NAME, FLAG_COMPRESSION,
+    FORMAT_V1, FORMAT_VERSION, KEYSLOTS, SHARD_DIR,
 };
 use super::{CreateOptions, DiskState, Slot, Store};
 use crate::error::{Error, Result};
@@ -42,12 +42,34 @@ fn probe(disk: &dyn Disk) -> Probe {
 }
 
 /// Writes one disk's header atomically and durably (the disk's `put` is an atomic replace; `sync` makes the
-/// directory entry durable).
-fn write_header(disk: &dyn Disk, header: &DiskHeader, index: usize) -> Result<()> {
+/// directory entry durable). A v2 header gets its MAC here, over its own disk index.
+fn write_header(disk: &dyn Disk, header: &DiskHeader, index: usize, keys: &Keys) -> Result<()> {
     let mut h = header.clone();
     h.disk_index = index as u16;
+    if h.version != FORMAT_V1 {
+        h.mac = keys.header_mac(&h.mac_input());
+    }
     disk.put(DISK_HEADER_NAME, &h.encode())?;
     disk.sync()
+}
+
+/// Whether a header read from a disk is authentic for the unlocked volume: the same format version as the header
+/// that unlocked it, and (v2) a MAC that checks. `None` when it is, else why not.
+fn inauthentic(h: &DiskHeader, keys: &Keys) -> Option<String> {
+    if h.version != keys.format() {
+        return Some(format!(
+            "header says format v{} but the volume is v{}: edited on the disk?",
+            h.version,
+            keys.format()
+        ));
+    }
+    if h.version != FORMAT_V1 && keys.header_mac(&h.mac_input()) != h.mac {
+        return Some(
+            "header fails authentication (keyed MAC): edited on the disk or forged; not used"
+                .into(),
+        );
+    }
+    None
 }
 
 impl Store {
@@ -107,12 +129,19 @@ impl Store {
                 }
             }
         }
-        let keys = Keys::generate();
+        if !(FORMAT_V1..=FORMAT_VERSION).contains(&opts.format) {
+            return Err(Error::Invalid(format!(
+                "format version {}: this build writes v{FORMAT_V1} to v{FORMAT_VERSION}",
+                opts.format
+            )));
+        }
+        let keys = Keys::generate().for_format(opts.format);
         let mut volume_id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut volume_id);
         let mut keyslots = vec![Keyslot::default(); KEYSLOTS];
         keyslots[0] = keys.wrap(&volume_id, passphrase, &opts.kdf)?;
         let header = DiskHeader {
+            version: opts.format,
             flags: if opts.compression {
                 FLAG_COMPRESSION
             } else {
@@ -126,9 +155,10 @@ impl Store {
             epoch: 1,
             chunker: opts.chunker,
             keyslots,
+            mac: [0; 32],
         };
         for (i, d) in disks.iter().enumerate() {
-            write_header(d.as_ref(), &header, i)?;
+            write_header(d.as_ref(), &header, i, &keys)?;
         }
         let slots = disks
             .into_iter()
@@ -138,6 +168,7 @@ impl Store {
             slots,
             codec: Codec::new(k, m)?,
             header: RwLock::new(header),
+            gear: keys.gear(),
             keys,
             read_only: false,
             header_write: Mutex::new(()),
@@ -149,8 +180,12 @@ impl Store {
     /// Opens a volume; `disks` must be in configuration order. Refuses foreign disks, two disks claiming one index,
     /// a disk in the wrong slot and more than m unusable disks; tolerates up to m missing, unreadable or stale
     /// disks (reported by [`Store::health`]). A read-only disk makes the whole store read-only.
+    ///
+    /// Format v2 headers carry a keyed MAC: after unlocking, a header that fails it (or claims another format
+    /// version) is set aside as Unreadable, naming the disk, so nothing a disk holder edits in a header (flags,
+    /// chunker sizes, layout, epoch) is believed.
     pub fn open(disks: Vec<Arc<dyn Disk>>, passphrase: &[u8]) -> Result<Store> {
-        let probes: Vec<Probe> = disks.iter().map(|d| probe(d.as_ref())).collect();
+        let mut probes: Vec<Probe> = disks.iter().map(|d| probe(d.as_ref())).collect();
         // The volume is the one most configured disks belong to; only its newest-epoch headers may unlock it, so
         // a keyslot removed or changed while a disk was away cannot come back through that (stale) disk.
         let headers: Vec<&DiskHeader> = probes
@@ -177,13 +212,13 @@ impl Store {
             .iter()
             .filter(|h| Some(h.volume_id) == majority && Some(h.epoch) == top_epoch)
         {
-            let fingerprint = h.encode()[DH_KEYSLOTS_OFF..DH_CHECKSUM_OFF].to_vec();
+            let fingerprint = h.encode()[DH_KEYSLOTS_OFF..DH_KEYSLOTS_END].to_vec();
             if tried.contains(&fingerprint) {
                 continue;
             }
             tried.push(fingerprint);
             for slot in h.keyslots.iter().filter(|s| !s.is_empty()) {
-                if let Some(keys) = Keys::unwrap(&h.volume_id, slot, passphrase)? {
+                if let Some(keys) = Keys::unwrap(h.version, &h.volume_id, slot, passphrase)? {
                     unlocked = Some((keys, h.volume_id));
                     break 'outer;
                 }
@@ -199,6 +234,29 @@ impl Store {
             }
             None => return Err(Error::WrongPassphrase),
         };
+        // Headers of this volume that are not authentic are not believed in anything below.
+        let mut authentic = 0;
+        for p in probes.iter_mut() {
+            if let Probe::Header(h, _) = p {
+                if h.volume_id != volume_id {
+                    continue;
+                }
+                match inauthentic(h, &keys) {
+                    Some(why) => {
+                        tracing::warn!("disk header set aside: {why}");
+                        *p = Probe::Unreadable(why);
+                    }
+                    None => authentic += 1,
+                }
+            }
+        }
+        if authentic == 0 {
+            return Err(Error::Volume(
+                "the passphrase opened a keyslot, but no disk header of the volume passes authentication: \
+                 every header was edited or forged"
+                    .into(),
+            ));
+        }
         // Foreign disks and slot mix-ups are configuration errors: refuse rather than run degraded without saying.
         let mut claimed: HashMap<u16, usize> = HashMap::new();
         for (pos, p) in probes.iter().enumerate() {
@@ -318,6 +376,7 @@ impl Store {
             slots,
             codec: Codec::new(newest.k as usize, newest.m as usize)?,
             header: RwLock::new(newest),
+            gear: keys.gear(),
             keys,
             read_only,
             header_write: Mutex::new(()),
@@ -410,7 +469,7 @@ impl Store {
             }
             Probe::Header(..) | Probe::Missing(_) | Probe::Unreadable(_) => {}
         }
-        write_header(disk, &h, index)?;
+        write_header(disk, &h, index, &self.keys)?;
         *slot.state.lock() = (DiskState::Ok, None);
         Ok(())
     }
@@ -425,7 +484,7 @@ impl Store {
 
     fn find_slot(&self, h: &DiskHeader, passphrase: &[u8]) -> Result<usize> {
         for (i, s) in h.keyslots.iter().enumerate() {
-            if !s.is_empty() && Keys::unwrap(&h.volume_id, s, passphrase)?.is_some() {
+            if !s.is_empty() && Keys::unwrap(h.version, &h.volume_id, s, passphrase)?.is_some() {
                 return Ok(i);
             }
         }
@@ -445,7 +504,7 @@ impl Store {
             if s.state.lock().0 != DiskState::Ok {
                 continue;
             }
-            match write_header(s.disk.as_ref(), &h, i) {
+            match write_header(s.disk.as_ref(), &h, i, &self.keys) {
                 Ok(()) => written += 1,
                 Err(e) => {
                     self.note_error(i);

@@ -21,6 +21,7 @@ pub fn opts(r: &str) -> CreateOptions {
             avg: 64 * 1024,
             max: 256 * 1024,
         },
+        ..Default::default()
     }
 }
 
