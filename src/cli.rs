@@ -1019,6 +1019,7 @@ mod tests {
         use crate::maint::status::{ShardCensus, StatusReport};
         let report = |redundancy_now: i64, census: ShardCensus| StatusReport {
             volume_id: "00".repeat(16),
+            format_version: 2,
             layout: "3+2".into(),
             k: 3,
             m: 2,

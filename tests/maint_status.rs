@@ -22,6 +22,8 @@ fn status_reports_disks_redundancy_and_usage() {
         (s.k, s.m, s.redundancy_now, s.redundancy_target),
         (3, 2, 2, 2)
     );
+    assert_eq!(s.format_version, valencefs::store::format::FORMAT_VERSION);
+    assert!(s.summary().contains("(format v2)"), "{}", s.summary());
     assert_eq!(s.disks.len(), 5);
     let chunks = st.list_chunks().unwrap().len() as u64;
     for d in &s.disks {

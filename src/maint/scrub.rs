@@ -173,6 +173,8 @@ impl ScrubReport {
 /// The volume as the disk headers describe it, without the key.
 pub struct KeylessVolume {
     pub expect: ShardExpect,
+    /// The format version of the newest header (unauthenticated here: no key).
+    pub format_version: u16,
     pub disk_count: usize,
     /// Per configured disk: usable for reading shards, and its state name.
     pub disks: Vec<(bool, String)>,
@@ -226,6 +228,7 @@ pub fn keyless_volume(disks: &[Arc<dyn Disk>]) -> Result<KeylessVolume> {
             k: newest.k,
             m: newest.m,
         },
+        format_version: newest.version,
         disk_count: disks.len(),
         disks: states,
     })

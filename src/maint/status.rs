@@ -76,6 +76,8 @@ pub struct Usage {
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
     pub volume_id: String,
+    /// On-disk format version (FORMAT.md "Versions").
+    pub format_version: u16,
     pub layout: String,
     pub k: u8,
     pub m: u8,
@@ -217,9 +219,10 @@ impl StatusReport {
     pub fn summary(&self) -> String {
         let ok = self.disks.iter().filter(|d| d.state == "ok").count();
         let mut s = format!(
-            "{} volume {}: {ok}/{} disks ok, survives {} more disk losses (target {})",
+            "{} volume {} (format v{}): {ok}/{} disks ok, survives {} more disk losses (target {})",
             self.layout,
             &self.volume_id[..8],
+            self.format_version,
             self.disks.len(),
             self.redundancy_now.max(0),
             self.redundancy_target
@@ -274,6 +277,7 @@ pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
     let usage = meta.map(usage).transpose()?;
     Ok(StatusReport {
         volume_id: hex(&store.volume_id()),
+        format_version: store.format_version(),
         layout: r.to_string(),
         k: r.k,
         m: r.m,
@@ -346,6 +350,7 @@ pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<St
     }
     Ok(StatusReport {
         volume_id: hex(&vol.expect.volume_id),
+        format_version: vol.format_version,
         layout: format!("{k}+{m}"),
         k,
         m,
