@@ -2,15 +2,15 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::{check_name, Disk, DiskStat};
+use super::{check_name, read_limit, too_large, Disk, DiskStat};
 use crate::error::{Error, Result};
 use crate::store::format::{DISK_HEADER_NAME, SHARD_DIR};
 
@@ -131,6 +131,25 @@ impl DirDisk {
     }
 }
 
+/// The contents of the regular file `f` if it holds at most `limit` bytes, else `Err(size)`. The size comes from
+/// fstat before any allocation, and the read stops at `limit + 1` bytes in case the file grows meanwhile.
+/// Something other than a regular file is an `InvalidData` error.
+fn read_limited(f: &File, limit: u64) -> std::io::Result<std::result::Result<Vec<u8>, u64>> {
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(ErrorKind::InvalidData.into());
+    }
+    if meta.len() > limit {
+        return Ok(Err(meta.len()));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    f.take(limit + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Ok(Err(limit + 1));
+    }
+    Ok(Ok(data))
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -230,10 +249,25 @@ impl Disk for DirDisk {
         Ok(())
     }
 
-    fn get(&self, name: &str) -> Result<Vec<u8>> {
+    fn get_limited(&self, name: &str, max: u64) -> Result<Vec<u8>> {
         check_name(name)?;
         let path = self.root.join(name);
-        fs::read(&path).map_err(|e| self.map_err(&path, e))
+        let limit = read_limit(max);
+        // O_NONBLOCK: a FIFO planted under an object's name must not hang the open (it is then refused below).
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| self.map_err(&path, e))?;
+        match read_limited(&f, limit) {
+            Ok(Ok(data)) => Ok(data),
+            Ok(Err(len)) => Err(too_large(&self.describe(), name, len, limit)),
+            Err(e) if e.kind() == ErrorKind::InvalidData => Err(Error::Corrupt(format!(
+                "{}: object {name} is not a regular file",
+                self.describe()
+            ))),
+            Err(e) => Err(self.map_err(&path, e)),
+        }
     }
 
     fn delete(&self, name: &str) -> Result<()> {
