@@ -156,6 +156,46 @@ fn dir_disk_refuses_oversized_objects_without_reading_them() {
 }
 
 #[test]
+fn dir_disk_never_follows_symlinks() {
+    use std::os::unix::fs::symlink;
+    let t = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let out = outside.path();
+    let root = t.path().join("disk");
+    let d = open_dir_disk(&root);
+    d.put("valencefs.hdr", b"header").unwrap();
+    let refused = |e: Error| {
+        assert!(matches!(e, Error::BadDisk { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    };
+    // A disk holder points a shard directory, or `meta`, somewhere else: writes fail and nothing lands there.
+    std::fs::create_dir(root.join("shards")).unwrap();
+    symlink(out, root.join("shards/ab")).unwrap();
+    symlink(out, root.join("meta")).unwrap();
+    refused(d.put("shards/ab/cd/abcd.0", b"x").unwrap_err());
+    refused(d.put("shards/ab/abcd.0", b"x").unwrap_err());
+    refused(d.put("meta/pointer", b"x").unwrap_err());
+    assert_eq!(std::fs::read_dir(out).unwrap().count(), 0, "wrote outside");
+    // Reads and deletes through the link are refused as well, and listing does not descend into it.
+    std::fs::write(out.join("abcd.0"), b"outside").unwrap();
+    refused(d.get("shards/ab/abcd.0").unwrap_err());
+    refused(d.delete("shards/ab/abcd.0").unwrap_err());
+    assert!(out.join("abcd.0").exists());
+    assert!(d.list("shards/ab/").is_err());
+    assert!(d.list("").unwrap().iter().all(|n| !n.contains("abcd")));
+    // A shard file that is a link to a file elsewhere is never read; a put replaces the link, not its target.
+    std::fs::create_dir_all(root.join("shards/ef/01")).unwrap();
+    symlink(out.join("abcd.0"), root.join("shards/ef/01/ef01.0")).unwrap();
+    refused(d.get("shards/ef/01/ef01.0").unwrap_err());
+    d.put("shards/ef/01/ef01.0", b"new").unwrap();
+    d.sync().unwrap();
+    assert_eq!(std::fs::read(out.join("abcd.0")).unwrap(), b"outside");
+    let m = std::fs::symlink_metadata(root.join("shards/ef/01/ef01.0")).unwrap();
+    assert!(m.is_file());
+    assert_eq!(d.get("shards/ef/01/ef01.0").unwrap(), b"new");
+}
+
+#[test]
 fn mem_disk_conforms() {
     conformance(&MemDisk::new());
 }

@@ -16,6 +16,7 @@
 //!   temporary names.
 //! - `sync` makes every `put`/`delete` that returned before it durable.
 
+mod beneath;
 mod dir;
 mod fault;
 mod mem;
