@@ -16,6 +16,7 @@ use crate::volume::{self, Config, StateLock};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -196,12 +197,12 @@ fn spawn_daemon(
 ) -> Result<(), Failure> {
     let fail = |msg: String| Failure::new(Code::Failure, msg);
     let exe = std::env::current_exe().map_err(|e| fail(format!("finding own binary: {e}")))?;
-    std::fs::create_dir_all(&cfg.state_dir)
-        .map_err(|e| fail(format!("{}: {e}", cfg.state_dir.display())))?;
+    crate::fs::ensure_private(&cfg.state_dir).map_err(|e| fail(e.to_string()))?;
     let log_path = cfg.state_dir.join(LOG_FILE);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| fail(format!("{}: {e}", log_path.display())))?;
     let (status_r, status_w) = pipe().map_err(|e| fail(format!("pipe: {e}")))?;

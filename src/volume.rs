@@ -340,7 +340,7 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
     for d in cfg.disks.iter().filter(|d| !is_s3_disk(d)) {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d.display(), e))?;
     }
-    mkdir_private(&cfg.state_dir)?;
+    crate::fs::ensure_private(&cfg.state_dir)?;
     let opts = CreateOptions {
         redundancy: cfg.redundancy.parse()?,
         compression: cfg.compression == "zstd",
@@ -356,19 +356,10 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
     Ok(cfg)
 }
 
-fn mkdir_private(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(dir.display(), e))
-}
-
 /// Opens the volume: unlocks the key with the passphrase, opens the disks and starts the core.
 /// The caller must hold the [`StateLock`].
 pub fn open(cfg: &Config, passphrase: &[u8], opts: FsOptions) -> Result<Arc<Fs>> {
-    mkdir_private(&cfg.state_dir)?;
+    crate::fs::ensure_private(&cfg.state_dir)?;
     let chunks = open_chunks(cfg, passphrase)?;
     Fs::start(chunks, &cfg.state_dir, opts)
 }
@@ -450,7 +441,7 @@ pub fn recover(
     let store = Store::open(config_disks(&cfg)?, passphrase)?;
     let r = store.redundancy();
     cfg.redundancy = format!("{}+{}", r.k, r.m);
-    mkdir_private(&state_dir)?;
+    crate::fs::ensure_private(&state_dir)?;
     let generation = crate::fs::recover_state(&store, &state_dir)?;
     cfg.write_new(config_path)?;
     Ok((cfg, generation))
@@ -505,7 +496,7 @@ const LOCK_FILE: &str = "lock";
 impl StateLock {
     /// Takes the lock, waiting up to `wait` for a previous daemon (which may still be flushing) to let go.
     pub fn acquire(state_dir: &Path, wait: Duration) -> Result<StateLock> {
-        mkdir_private(state_dir)?;
+        crate::fs::ensure_private(state_dir)?;
         let path = state_dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
