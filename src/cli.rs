@@ -216,6 +216,10 @@ pub enum Command {
         /// New passphrase from this file (else a prompt, asked twice).
         #[arg(long, value_name = "F")]
         new_passfile: Option<PathBuf>,
+        /// Weak, fast key derivation for the new keyslot. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1); without
+        /// it the new slot gets the default costs, whatever the old one had.
+        #[arg(long, hide = true)]
+        kdf_fast: bool,
     },
     /// Verify every shard's checksum on every disk (no passphrase needed unless --repair); resumes where it stopped.
     /// Exit 0 clean, 1 bad shards left, 4 data unrecoverable.
@@ -579,8 +583,7 @@ fn dispatch(cmd: Command) -> Outcome {
                 cache_size: Size::Text(cache_size),
                 chunk_size: chunk_size.map(Size::Text),
                 passphrase: &pass,
-                insecure_fast_kdf: kdf_fast
-                    || std::env::var_os("VALENCEFS_INSECURE_FAST_KDF").is_some_and(|v| v == "1"),
+                insecure_fast_kdf: volume::insecure_fast_kdf_requested(kdf_fast),
                 s3,
             })
             .map_err(|e| refuse_overwrite(&config, e))?;
@@ -640,6 +643,7 @@ fn dispatch(cmd: Command) -> Outcome {
             config,
             passfile,
             new_passfile,
+            kdf_fast,
         } => {
             let cfg = Config::load(&config)?;
             if let Some(pid) = StateLock::holder(&cfg.state_dir) {
@@ -662,7 +666,12 @@ fn dispatch(cmd: Command) -> Outcome {
                     ))
                 }
             };
-            volume::change_passphrase(&cfg, &old, &new)?;
+            volume::change_passphrase(
+                &cfg,
+                &old,
+                &new,
+                volume::insecure_fast_kdf_requested(kdf_fast),
+            )?;
             println!("passphrase changed");
             Ok(())
         }

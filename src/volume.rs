@@ -344,14 +344,13 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
     let opts = CreateOptions {
         redundancy: cfg.redundancy.parse()?,
         compression: cfg.compression == "zstd",
-        kdf: if req.insecure_fast_kdf {
-            KdfParams::insecure_fast()
-        } else {
-            KdfParams::default()
-        },
+        kdf: keyslot_kdf(req.insecure_fast_kdf),
         chunker,
     };
     Store::create(config_disks(&cfg)?, &opts, req.passphrase)?;
+    if req.insecure_fast_kdf {
+        warn_insecure_keyslot();
+    }
     cfg.write_new(req.config_path)?;
     Ok(cfg)
 }
@@ -448,8 +447,47 @@ pub fn recover(
 }
 
 /// Replaces the passphrase: `old` must open the volume; afterwards only `new` does. The volume must not be mounted.
-pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
-    open_store(cfg, old)?.change_passphrase(old, new)
+/// The new keyslot gets the current default KDF costs (whatever the old slot had), or the insecure fast ones only
+/// when `insecure_fast_kdf` asks for them.
+pub fn change_passphrase(
+    cfg: &Config,
+    old: &[u8],
+    new: &[u8],
+    insecure_fast_kdf: bool,
+) -> Result<()> {
+    open_store(cfg, old)?.change_passphrase(old, new, &keyslot_kdf(insecure_fast_kdf))?;
+    if insecure_fast_kdf {
+        warn_insecure_keyslot();
+    }
+    Ok(())
+}
+
+/// Whether the insecure fast KDF is asked for: the `--kdf-fast` flag, or `VALENCEFS_INSECURE_FAST_KDF=1`.
+pub fn insecure_fast_kdf_requested(flag: bool) -> bool {
+    flag || std::env::var_os("VALENCEFS_INSECURE_FAST_KDF").is_some_and(|v| v == "1")
+}
+
+/// The KDF costs of a keyslot about to be made.
+fn keyslot_kdf(insecure_fast: bool) -> KdfParams {
+    if insecure_fast {
+        KdfParams::insecure_fast()
+    } else {
+        KdfParams::default()
+    }
+}
+
+/// Says, on stderr whatever the log settings, that a keyslot with the insecure fast KDF was just written: it makes
+/// guessing the passphrase from a stolen disk thousands of times cheaper, and nothing else would show it.
+fn warn_insecure_keyslot() {
+    let f = KdfParams::insecure_fast();
+    eprintln!(
+        "WARNING: keyslot created with the INSECURE fast KDF (Argon2id {} KiB, t={}; --kdf-fast or \
+         VALENCEFS_INSECURE_FAST_KDF=1): anyone holding a disk can guess the passphrase thousands of times faster \
+         than with the default ({} MiB). For tests only; run `valencefs passwd` without it to replace the slot.",
+        f.m_cost_kib,
+        f.t_cost,
+        KdfParams::default().m_cost_kib / 1024
+    );
 }
 
 /// Opens the chunk store over the configured disks.

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use valencefs::store::{open_dir_disk, KdfParams, Store};
 
 fn code(o: &std::process::Output) -> i32 {
     o.status.code().expect("exited normally")
@@ -206,6 +207,8 @@ fn passwd_changes_the_passphrase() {
         newpass.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The test's fast KDF is loud about what it costs.
+    assert!(stderr(&o).contains("INSECURE fast KDF"), "{}", stderr(&o));
     // The old one no longer opens the volume (checked before any mount happens).
     let o = vfs(&[
         "passwd",
@@ -216,4 +219,22 @@ fn passwd_changes_the_passphrase() {
         newpass.to_str().unwrap(),
     ]);
     assert_eq!(code(&o), 4);
+    // Without the fast option, the new slot gets the default KDF costs, not the old slot's weak ones.
+    let newer = v.dir.path().join("newer");
+    std::fs::write(&newer, "a newer passphrase\n").unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["passwd", cfg, "--passfile", newpass.to_str().unwrap()])
+        .args(["--new-passfile", newer.to_str().unwrap()])
+        .env_remove("VALENCEFS_INSECURE_FAST_KDF")
+        .env_remove("VALENCEFS_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("INSECURE"), "{}", stderr(&o));
+    let conf = valencefs::volume::Config::load(&v.config).unwrap();
+    let disks = conf.disks.iter().map(|d| open_dir_disk(d)).collect();
+    let store = Store::open(disks, b"a newer passphrase").unwrap();
+    let slots = store.keyslots();
+    assert_eq!(slots.len(), 1);
+    assert_eq!(store.keyslot_kdf(slots[0]), Some(KdfParams::default()));
 }
