@@ -216,6 +216,10 @@ pub enum Command {
         /// New passphrase from this file (else a prompt, asked twice).
         #[arg(long, value_name = "F")]
         new_passfile: Option<PathBuf>,
+        /// Weak, fast key derivation for the new keyslot. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1); without
+        /// it the new slot gets the default costs, whatever the old one had.
+        #[arg(long, hide = true)]
+        kdf_fast: bool,
     },
     /// Verify every shard's checksum on every disk (no passphrase needed unless --repair); resumes where it stopped.
     /// Exit 0 clean, 1 bad shards left, 4 data unrecoverable.
@@ -579,8 +583,7 @@ fn dispatch(cmd: Command) -> Outcome {
                 cache_size: Size::Text(cache_size),
                 chunk_size: chunk_size.map(Size::Text),
                 passphrase: &pass,
-                insecure_fast_kdf: kdf_fast
-                    || std::env::var_os("VALENCEFS_INSECURE_FAST_KDF").is_some_and(|v| v == "1"),
+                insecure_fast_kdf: volume::insecure_fast_kdf_requested(kdf_fast),
                 s3,
             })
             .map_err(|e| refuse_overwrite(&config, e))?;
@@ -640,6 +643,7 @@ fn dispatch(cmd: Command) -> Outcome {
             config,
             passfile,
             new_passfile,
+            kdf_fast,
         } => {
             let cfg = Config::load(&config)?;
             if let Some(pid) = StateLock::holder(&cfg.state_dir) {
@@ -662,7 +666,12 @@ fn dispatch(cmd: Command) -> Outcome {
                     ))
                 }
             };
-            volume::change_passphrase(&cfg, &old, &new)?;
+            volume::change_passphrase(
+                &cfg,
+                &old,
+                &new,
+                volume::insecure_fast_kdf_requested(kdf_fast),
+            )?;
             println!("passphrase changed");
             Ok(())
         }
@@ -738,16 +747,14 @@ fn default_state_dir(config: &Path) -> PathBuf {
 /// The passphrase, from (in this order) a passfile, `VALENCEFS_PASSPHRASE`, or a no-echo prompt on a terminal.
 pub fn passphrase(passfile: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let none = |m: String| Failure::new(Code::NoPassphrase, m);
-    let mut pass = if let Some(f) = passfile {
-        let mut v = Zeroizing::new(
-            std::fs::read(f).map_err(|e| none(format!("passfile {}: {e}", f.display())))?,
-        );
+    let pass = if let Some(f) = passfile {
+        let mut v = read_passfile(f)?;
         if v.last() == Some(&b'\n') {
             v.pop();
         }
         v
-    } else if let Some(v) = std::env::var_os("VALENCEFS_PASSPHRASE").filter(|v| !v.is_empty()) {
-        Zeroizing::new(v.into_encoded_bytes())
+    } else if let Some(v) = env_passphrase() {
+        v
     } else if std::io::stdin().is_terminal() {
         let p = Zeroizing::new(
             rpassword::prompt_password("Passphrase: ")
@@ -772,8 +779,98 @@ pub fn passphrase(passfile: Option<&Path>, confirm: bool) -> Result<Zeroizing<Ve
     if pass.is_empty() {
         return Err(none("empty passphrase".into()));
     }
-    pass.shrink_to_fit();
-    Ok(pass)
+    // An exact-size copy instead of shrink_to_fit, whose reallocation would free the old buffer unzeroed.
+    let mut exact = Zeroizing::new(Vec::with_capacity(pass.len()));
+    exact.extend_from_slice(&pass);
+    Ok(exact)
+}
+
+/// Longest passfile read (a passphrase, not a key file of any size).
+const MAX_PASSFILE: u64 = 64 * 1024;
+
+/// Reads a passfile, refusing one that group or others may read or write, or that belongs to someone other than
+/// root or the caller (as ssh does for private keys). Only regular files are checked: `/dev/stdin` or a pipe
+/// (`<(...)`) carries no such risk. The bytes go into one buffer allocated up front and zeroized when dropped: a
+/// growing read would leave copies behind in freed memory.
+fn read_passfile(f: &Path) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let none = |m: String| Failure::new(Code::NoPassphrase, m);
+    let io = |e: std::io::Error| none(format!("passfile {}: {e}", f.display()));
+    let file = std::fs::File::open(f).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_file() {
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(none(format!(
+                "passfile {} is accessible by group or others (mode {mode:04o}); run: chmod 600 {}",
+                f.display(),
+                f.display()
+            )));
+        }
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(none(format!(
+                "passfile {} belongs to uid {}, neither root nor you (uid {me}); refusing it",
+                f.display(),
+                meta.uid()
+            )));
+        }
+    }
+    let mut v = Zeroizing::new(Vec::with_capacity(MAX_PASSFILE as usize + 1));
+    file.take(MAX_PASSFILE + 1)
+        .read_to_end(&mut v)
+        .map_err(io)?;
+    if v.len() as u64 > MAX_PASSFILE {
+        return Err(none(format!(
+            "passfile {} is over {} KiB: not a passphrase",
+            f.display(),
+            MAX_PASSFILE / 1024
+        )));
+    }
+    Ok(v)
+}
+
+/// `VALENCEFS_PASSPHRASE`, moved out of the environment by [`take_env_passphrase`].
+static ENV_PASSPHRASE: std::sync::OnceLock<Option<Zeroizing<Vec<u8>>>> = std::sync::OnceLock::new();
+
+const PASSPHRASE_VAR: &str = "VALENCEFS_PASSPHRASE";
+
+/// Moves `VALENCEFS_PASSPHRASE` out of the environment into this process's memory: otherwise a foreground mount
+/// keeps it readable in `/proc/PID/environ` for its whole life and hands it to every child (fusermount3). The
+/// value's bytes in the environment block are overwritten too, because `/proc/PID/environ` shows the original
+/// block, not the `environ` array that `remove_var` edits.
+///
+/// MUST be called while the process has a single thread (first thing in `main`): changing the environment races
+/// with any other thread reading it (getenv in libc, DNS resolution, ...).
+pub fn take_env_passphrase() {
+    let value = std::env::var_os(PASSPHRASE_VAR)
+        .filter(|v| !v.is_empty())
+        .map(|v| Zeroizing::new(v.into_encoded_bytes()));
+    let name = std::ffi::CString::new(PASSPHRASE_VAR).expect("no NUL");
+    // SAFETY: single-threaded (see above); getenv returns a pointer into the environment, valid until it changes,
+    // whose NUL-terminated value we overwrite in place (environment strings are writable memory).
+    unsafe {
+        let p = libc::getenv(name.as_ptr());
+        if !p.is_null() {
+            std::ptr::write_bytes(p, 0, libc::strlen(p));
+        }
+    }
+    std::env::remove_var(PASSPHRASE_VAR);
+    let _ = ENV_PASSPHRASE.set(value);
+}
+
+/// The environment's passphrase: the one [`take_env_passphrase`] took, or (a library caller that never called it)
+/// the variable as it is.
+fn env_passphrase() -> Option<Zeroizing<Vec<u8>>> {
+    ENV_PASSPHRASE
+        .get_or_init(|| {
+            std::env::var_os(PASSPHRASE_VAR)
+                .filter(|v| !v.is_empty())
+                .map(|v| Zeroizing::new(v.into_encoded_bytes()))
+        })
+        .clone()
 }
 
 /// Prompts twice for a new passphrase on the terminal.

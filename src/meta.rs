@@ -459,6 +459,33 @@ struct Slot {
 /// Changes grouped into one redb transaction before a non-durable commit.
 pub const OPS_PER_COMMIT: u64 = 4096;
 
+/// Makes the database file at `path` readable by its owner only: it names every file with its size, owner and
+/// times. Databases created before this rule were 0644; tightening one is logged.
+fn private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Error::io(path.display(), e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        let tight = mode & !0o077;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(tight)) {
+            Ok(()) => tracing::info!(
+                "{}: metadata database mode {mode:04o} let other users read it; tightened to {tight:04o}",
+                path.display()
+            ),
+            Err(e) => tracing::warn!(
+                "{}: metadata database mode {mode:04o} lets other users read it, and it cannot be tightened \
+                 ({e}); run: chmod 600 {}",
+                path.display(),
+                path.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
 impl Meta {
     /// Opens the database at `path`, creating it (with its tables and schema version) when absent.
     pub fn open(path: &Path) -> Result<Meta> {
@@ -467,6 +494,7 @@ impl Meta {
         if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
             Meta::create_atomically(path)?;
         }
+        private_file(path)?;
         // redb asserts on some kinds of damage (an allocator page overwritten, say) instead of returning an error.
         // A damaged file is something a disk can do, so it gets an error that says what to do, not a crash.
         std::panic::catch_unwind(|| Meta::open_file(path))
@@ -509,6 +537,14 @@ impl Meta {
         let tmp = path.with_extension("redb.new");
         let _ = std::fs::remove_file(&tmp);
         {
+            // Created 0600 before redb opens it (redb would create it 0644): see `private_file`.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Error::Meta(format!("{}: {e}", tmp.display())))?;
             let db = Database::builder()
                 .create(&tmp)
                 .map_err(|e| Error::Meta(format!("{}: {e}", tmp.display())))?;

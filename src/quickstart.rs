@@ -40,8 +40,7 @@ pub fn run(mountpoint: &Path, data_dir: Option<PathBuf>) -> Result<(), Failure> 
             cache_size: Size::Text("256M".into()),
             chunk_size: None,
             passphrase: &pass,
-            insecure_fast_kdf: std::env::var_os("VALENCEFS_INSECURE_FAST_KDF")
-                .is_some_and(|v| v == "1"),
+            insecure_fast_kdf: volume::insecure_fast_kdf_requested(false),
         })?;
         println!(
             "created a personal (3+2) volume over 5 disks in {}",

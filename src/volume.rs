@@ -340,36 +340,26 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
     for d in cfg.disks.iter().filter(|d| !is_s3_disk(d)) {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d.display(), e))?;
     }
-    mkdir_private(&cfg.state_dir)?;
+    crate::fs::ensure_private(&cfg.state_dir)?;
     let opts = CreateOptions {
         redundancy: cfg.redundancy.parse()?,
         compression: cfg.compression == "zstd",
-        kdf: if req.insecure_fast_kdf {
-            KdfParams::insecure_fast()
-        } else {
-            KdfParams::default()
-        },
+        kdf: keyslot_kdf(req.insecure_fast_kdf),
         chunker,
         ..Default::default()
     };
     Store::create(config_disks(&cfg)?, &opts, req.passphrase)?;
+    if req.insecure_fast_kdf {
+        warn_insecure_keyslot();
+    }
     cfg.write_new(req.config_path)?;
     Ok(cfg)
-}
-
-fn mkdir_private(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(dir.display(), e))
 }
 
 /// Opens the volume: unlocks the key with the passphrase, opens the disks and starts the core.
 /// The caller must hold the [`StateLock`].
 pub fn open(cfg: &Config, passphrase: &[u8], opts: FsOptions) -> Result<Arc<Fs>> {
-    mkdir_private(&cfg.state_dir)?;
+    crate::fs::ensure_private(&cfg.state_dir)?;
     let chunks = open_chunks(cfg, passphrase)?;
     Fs::start(chunks, &cfg.state_dir, opts)
 }
@@ -451,15 +441,54 @@ pub fn recover(
     let store = Store::open(config_disks(&cfg)?, passphrase)?;
     let r = store.redundancy();
     cfg.redundancy = format!("{}+{}", r.k, r.m);
-    mkdir_private(&state_dir)?;
+    crate::fs::ensure_private(&state_dir)?;
     let generation = crate::fs::recover_state(&store, &state_dir)?;
     cfg.write_new(config_path)?;
     Ok((cfg, generation))
 }
 
 /// Replaces the passphrase: `old` must open the volume; afterwards only `new` does. The volume must not be mounted.
-pub fn change_passphrase(cfg: &Config, old: &[u8], new: &[u8]) -> Result<()> {
-    open_store(cfg, old)?.change_passphrase(old, new)
+/// The new keyslot gets the current default KDF costs (whatever the old slot had), or the insecure fast ones only
+/// when `insecure_fast_kdf` asks for them.
+pub fn change_passphrase(
+    cfg: &Config,
+    old: &[u8],
+    new: &[u8],
+    insecure_fast_kdf: bool,
+) -> Result<()> {
+    open_store(cfg, old)?.change_passphrase(old, new, &keyslot_kdf(insecure_fast_kdf))?;
+    if insecure_fast_kdf {
+        warn_insecure_keyslot();
+    }
+    Ok(())
+}
+
+/// Whether the insecure fast KDF is asked for: the `--kdf-fast` flag, or `VALENCEFS_INSECURE_FAST_KDF=1`.
+pub fn insecure_fast_kdf_requested(flag: bool) -> bool {
+    flag || std::env::var_os("VALENCEFS_INSECURE_FAST_KDF").is_some_and(|v| v == "1")
+}
+
+/// The KDF costs of a keyslot about to be made.
+fn keyslot_kdf(insecure_fast: bool) -> KdfParams {
+    if insecure_fast {
+        KdfParams::insecure_fast()
+    } else {
+        KdfParams::default()
+    }
+}
+
+/// Says, on stderr whatever the log settings, that a keyslot with the insecure fast KDF was just written: it makes
+/// guessing the passphrase from a stolen disk thousands of times cheaper, and nothing else would show it.
+fn warn_insecure_keyslot() {
+    let f = KdfParams::insecure_fast();
+    eprintln!(
+        "WARNING: keyslot created with the INSECURE fast KDF (Argon2id {} KiB, t={}; --kdf-fast or \
+         VALENCEFS_INSECURE_FAST_KDF=1): anyone holding a disk can guess the passphrase thousands of times faster \
+         than with the default ({} MiB). For tests only; run `valencefs passwd` without it to replace the slot.",
+        f.m_cost_kib,
+        f.t_cost,
+        KdfParams::default().m_cost_kib / 1024
+    );
 }
 
 /// Opens the chunk store over the configured disks.
@@ -506,7 +535,7 @@ const LOCK_FILE: &str = "lock";
 impl StateLock {
     /// Takes the lock, waiting up to `wait` for a previous daemon (which may still be flushing) to let go.
     pub fn acquire(state_dir: &Path, wait: Duration) -> Result<StateLock> {
-        mkdir_private(state_dir)?;
+        crate::fs::ensure_private(state_dir)?;
         let path = state_dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)

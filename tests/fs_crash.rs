@@ -62,8 +62,8 @@ impl Disk for CutDisk {
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         self.mem.put(name, data)
     }
-    fn get(&self, name: &str) -> Result<Vec<u8>> {
-        self.mem.get(name)
+    fn get_limited(&self, name: &str, max: u64) -> Result<Vec<u8>> {
+        self.mem.get_limited(name, max)
     }
     fn delete(&self, name: &str) -> Result<()> {
         self.mem.delete(name)

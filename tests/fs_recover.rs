@@ -107,6 +107,48 @@ fn build_tree(fs: &Fs) {
 }
 
 #[test]
+fn state_directory_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let chmod = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    let db = state.join("meta.redb");
+    // A state directory made before the rule (0755) is tightened; the database is created 0600.
+    std::fs::create_dir(&state).unwrap();
+    chmod(&state, 0o755);
+    let fs = Fs::start(
+        open_store(root.path(), true) as Arc<dyn Chunks>,
+        &state,
+        opts(),
+    )
+    .unwrap();
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    fs.sync_all().unwrap();
+    fs.shutdown().unwrap();
+    drop(fs);
+    // An old 0644 database is tightened when opened.
+    chmod(&db, 0o644);
+    let fs = Fs::start(
+        open_store(root.path(), false) as Arc<dyn Chunks>,
+        &state,
+        opts(),
+    )
+    .unwrap();
+    assert_eq!(mode(&db), 0o600);
+    fs.shutdown().unwrap();
+    drop(fs);
+    // recover writes a private directory and database.
+    std::fs::remove_dir_all(&state).unwrap();
+    recover_state(&open_store(root.path(), false), &state).unwrap();
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&db), 0o600);
+}
+
+#[test]
 fn state_directory_comes_back_from_the_disks() {
     let root = tempfile::tempdir().unwrap();
     let state = root.path().join("state");

@@ -8,7 +8,7 @@ use valencefs::store::ChunkerParams;
 
 fn init(dir: &std::path::Path, size: &str) -> std::process::Output {
     let pass = dir.join("pass");
-    std::fs::write(&pass, "pw\n").unwrap();
+    write_passfile(&pass, "pw\n");
     let d = |i: usize| dir.join(format!("d{i}")).display().to_string();
     vfs(&[
         "init",

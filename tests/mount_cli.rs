@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use valencefs::store::{open_dir_disk, KdfParams, Store};
 
 fn code(o: &std::process::Output) -> i32 {
     o.status.code().expect("exited normally")
@@ -34,7 +35,7 @@ fn mount_refusals_have_codes_and_one_line() {
     assert_one_line(&o, "no passphrase");
 
     let wrong = v.dir.path().join("wrong");
-    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    write_passfile(&wrong, "not the passphrase\n");
     let o = vfs(&[
         "mount",
         "-o",
@@ -186,7 +187,7 @@ fn helper_via_argv0() {
 fn passwd_changes_the_passphrase() {
     let v = Vol::new("personal");
     let newpass = v.dir.path().join("new");
-    std::fs::write(&newpass, "a new passphrase\n").unwrap();
+    write_passfile(&newpass, "a new passphrase\n");
     let cfg = v.config.to_str().unwrap();
     let o = vfs(&[
         "passwd",
@@ -206,6 +207,8 @@ fn passwd_changes_the_passphrase() {
         newpass.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The test's fast KDF is loud about what it costs.
+    assert!(stderr(&o).contains("INSECURE fast KDF"), "{}", stderr(&o));
     // The old one no longer opens the volume (checked before any mount happens).
     let o = vfs(&[
         "passwd",
@@ -216,4 +219,72 @@ fn passwd_changes_the_passphrase() {
         newpass.to_str().unwrap(),
     ]);
     assert_eq!(code(&o), 4);
+    // Without the fast option, the new slot gets the default KDF costs, not the old slot's weak ones.
+    let newer = v.dir.path().join("newer");
+    write_passfile(&newer, "a newer passphrase\n");
+    let o = std::process::Command::new(bin())
+        .args(["passwd", cfg, "--passfile", newpass.to_str().unwrap()])
+        .args(["--new-passfile", newer.to_str().unwrap()])
+        .env_remove("VALENCEFS_INSECURE_FAST_KDF")
+        .env_remove("VALENCEFS_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("INSECURE"), "{}", stderr(&o));
+    let conf = valencefs::volume::Config::load(&v.config).unwrap();
+    let disks = conf.disks.iter().map(|d| open_dir_disk(d)).collect();
+    let store = Store::open(disks, b"a newer passphrase").unwrap();
+    let slots = store.keyslots();
+    assert_eq!(slots.len(), 1);
+    assert_eq!(store.keyslot_kdf(slots[0]), Some(KdfParams::default()));
+}
+
+#[test]
+fn passfile_open_to_group_or_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let v = Vol::new("personal");
+    let (cfg, pf) = (v.config.to_str().unwrap(), v.passfile.to_str().unwrap());
+    let passwd = || vfs(&["passwd", cfg, "--passfile", pf, "--new-passfile", pf]);
+    for mode in [0o644, 0o640, 0o602] {
+        std::fs::set_permissions(&v.passfile, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = passwd();
+        assert_eq!(code(&o), 5, "mode {mode:o}: {}", stderr(&o));
+        assert_one_line(&o, &format!("run: chmod 600 {pf}"));
+    }
+    std::fs::set_permissions(&v.passfile, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let o = passwd();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn env_passphrase_leaves_the_environment_of_a_foreground_mount() {
+    if !fuse_available() {
+        return;
+    }
+    const PASS: &str = "correct horse battery staple";
+    let v = Vol::new("personal");
+    let guard = MountGuard::new(&v.mnt);
+    let mut child = std::process::Command::new(bin())
+        .args(["mount", "-f", v.config.to_str().unwrap()])
+        .arg(&v.mnt)
+        .env("VALENCEFS_INSECURE_FAST_KDF", "1")
+        .env("VALENCEFS_PASSPHRASE", PASS)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the mount", std::time::Duration::from_secs(30), || {
+        is_mounted(&v.mnt)
+    });
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    guard.umount();
+    child.wait().unwrap();
+    assert!(
+        !environ.windows(PASS.len()).any(|w| w == PASS.as_bytes()),
+        "the passphrase is still in /proc/PID/environ"
+    );
+    assert!(
+        environ.windows(12).any(|w| w == b"INSECURE_FAS"),
+        "read the wrong process's environment"
+    );
 }

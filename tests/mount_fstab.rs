@@ -66,7 +66,7 @@ fn mount8_shows_helper_errors() {
         stderr(&o)
     );
     let wrong = v.dir.path().join("wrong");
-    std::fs::write(&wrong, "nope").unwrap();
+    write_passfile(&wrong, "nope");
     let o = mount8(&[
         "-t",
         "valencefs",

@@ -91,7 +91,7 @@ fn recover_from_disks_and_passphrase_alone() {
     std::fs::remove_dir_all(v.state()).unwrap();
     std::fs::remove_file(&v.config).unwrap();
     let bad = v.dir.path().join("bad");
-    std::fs::write(&bad, "wrong\n").unwrap();
+    write_passfile(&bad, "wrong\n");
     let state = v.state().display().to_string();
     let o = vfs(&[
         "recover",

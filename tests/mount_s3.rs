@@ -46,7 +46,7 @@ fn mixed_volume_with_two_buckets() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
     let pass = p.join("pass");
-    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    write_passfile(&pass, "correct horse battery staple\n");
     let s3toml = p.join("s3.toml");
     std::fs::write(
         &s3toml,

@@ -49,6 +49,14 @@ fn conformance(d: &dyn Disk) {
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     d.put("big", &big).unwrap();
     assert_eq!(d.get("big").unwrap(), big);
+    // Bounded reads: an object over the caller's limit is refused as corrupt, never returned or read whole.
+    assert_eq!(d.get_limited("big", big.len() as u64).unwrap(), big);
+    let e = d.get_limited("big", big.len() as u64 - 1).unwrap_err();
+    assert!(matches!(e, Error::Corrupt(_)), "{e}");
+    assert!(e.to_string().contains("read limit"), "{e}");
+    assert!(matches!(d.get_limited("big", 0), Err(Error::Corrupt(_))));
+    assert!(matches!(d.get_limited("nothing", 10), Err(Error::NotFound)));
+    d.delete("big").unwrap();
     // Concurrent writers of one name: the result is one of the written values, never a mix.
     std::thread::scope(|s| {
         for t in 0..4u8 {
@@ -96,6 +104,95 @@ fn dir_disk_conforms() {
     )
     .unwrap();
     assert_eq!(d.list("shards/").unwrap(), vec!["shards/ab/ce/y.1"]);
+}
+
+/// Peak resident memory of this process, from /proc/self/status.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn dir_disk_refuses_oversized_objects_without_reading_them() {
+    use valencefs::store::MAX_OBJECT_LEN;
+    let t = tempfile::tempdir().unwrap();
+    let d = open_dir_disk(t.path());
+    let name = "shards/ab/cd/abcd.0";
+    d.put(name, b"shard").unwrap();
+    // Whoever holds the disk turns the shard into a 20 GiB sparse file: it costs them nothing.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.path().join(name))
+        .unwrap();
+    f.set_len(20 << 30).unwrap();
+    for e in [
+        d.get(name).unwrap_err(),
+        d.get_limited(name, u64::MAX).unwrap_err(),
+        d.get_limited(name, 1 << 20).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Corrupt(_)), "{e}");
+        assert!(e.to_string().contains(name), "{e}");
+    }
+    // One byte over the disk-wide ceiling is refused too; the ceiling itself is not.
+    f.set_len(MAX_OBJECT_LEN + 1).unwrap();
+    assert!(matches!(d.get(name), Err(Error::Corrupt(_))));
+    assert!(
+        peak_rss_bytes() < MAX_OBJECT_LEN,
+        "peak RSS {} MiB: an oversized object was read",
+        peak_rss_bytes() >> 20
+    );
+    f.set_len(5).unwrap();
+    assert_eq!(d.get(name).unwrap(), b"shard");
+    // Something other than a regular file under an object's name (a FIFO would block a plain open forever).
+    let fifo = t.path().join("shards/ab/cd/abcd.1");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(matches!(
+        d.get("shards/ab/cd/abcd.1"),
+        Err(Error::Corrupt(_))
+    ));
+}
+
+#[test]
+fn dir_disk_never_follows_symlinks() {
+    use std::os::unix::fs::symlink;
+    let t = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let out = outside.path();
+    let root = t.path().join("disk");
+    let d = open_dir_disk(&root);
+    d.put("valencefs.hdr", b"header").unwrap();
+    let refused = |e: Error| {
+        assert!(matches!(e, Error::BadDisk { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    };
+    // A disk holder points a shard directory, or `meta`, somewhere else: writes fail and nothing lands there.
+    std::fs::create_dir(root.join("shards")).unwrap();
+    symlink(out, root.join("shards/ab")).unwrap();
+    symlink(out, root.join("meta")).unwrap();
+    refused(d.put("shards/ab/cd/abcd.0", b"x").unwrap_err());
+    refused(d.put("shards/ab/abcd.0", b"x").unwrap_err());
+    refused(d.put("meta/pointer", b"x").unwrap_err());
+    assert_eq!(std::fs::read_dir(out).unwrap().count(), 0, "wrote outside");
+    // Reads and deletes through the link are refused as well, and listing does not descend into it.
+    std::fs::write(out.join("abcd.0"), b"outside").unwrap();
+    refused(d.get("shards/ab/abcd.0").unwrap_err());
+    refused(d.delete("shards/ab/abcd.0").unwrap_err());
+    assert!(out.join("abcd.0").exists());
+    assert!(d.list("shards/ab/").is_err());
+    assert!(d.list("").unwrap().iter().all(|n| !n.contains("abcd")));
+    // A shard file that is a link to a file elsewhere is never read; a put replaces the link, not its target.
+    std::fs::create_dir_all(root.join("shards/ef/01")).unwrap();
+    symlink(out.join("abcd.0"), root.join("shards/ef/01/ef01.0")).unwrap();
+    refused(d.get("shards/ef/01/ef01.0").unwrap_err());
+    d.put("shards/ef/01/ef01.0", b"new").unwrap();
+    d.sync().unwrap();
+    assert_eq!(std::fs::read(out.join("abcd.0")).unwrap(), b"outside");
+    let m = std::fs::symlink_metadata(root.join("shards/ef/01/ef01.0")).unwrap();
+    assert!(m.is_file());
+    assert_eq!(d.get("shards/ef/01/ef01.0").unwrap(), b"new");
 }
 
 #[test]

@@ -145,7 +145,9 @@ fn stale_disk_is_detected_and_its_old_keyslot_does_not_unlock() {
     });
     let store = Store::open(as_dyn(&faults), PASS).unwrap();
     assert_eq!(store.health()[2].state, DiskState::Missing);
-    store.change_passphrase(PASS, b"new pass").unwrap();
+    store
+        .change_passphrase(PASS, b"new pass", &KdfParams::insecure_fast())
+        .unwrap();
     drop(store);
     faults[2].set(Faults::default());
     assert!(matches!(
@@ -288,9 +290,12 @@ fn keyslots_add_change_remove() {
     drop(store);
     let s2 = Store::open(as_dyn(&disks), b"second").unwrap();
     assert_eq!(s2.volume_id(), vid);
-    s2.change_passphrase(b"second", b"third").unwrap();
+    let fast = KdfParams::insecure_fast();
+    s2.change_passphrase(b"second", b"third", &fast).unwrap();
+    assert_eq!(s2.keyslot_kdf(1), Some(fast));
+    assert_eq!(s2.keyslot_kdf(2), None);
     assert!(matches!(
-        s2.change_passphrase(b"nope", b"x"),
+        s2.change_passphrase(b"nope", b"x", &fast),
         Err(Error::WrongPassphrase)
     ));
     s2.remove_keyslot(0).unwrap();

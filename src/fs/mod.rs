@@ -18,11 +18,13 @@ mod mem;
 mod names;
 mod perm;
 mod recover;
+mod state_dir;
 mod types;
 mod xattr;
 
 pub use mem::MemChunks;
 pub use recover::{forget_holds, recover_state};
+pub use state_dir::ensure_private;
 pub use types::*;
 
 use crate::error::{Error, Result};
@@ -449,7 +451,7 @@ impl Fs {
                 state_dir.display()
             )));
         }
-        std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
+        state_dir::ensure_private(state_dir)?;
         let meta = Meta::open(&db_path)?;
         let local = {
             let mut tx = meta.write()?;

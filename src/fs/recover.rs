@@ -17,10 +17,16 @@ pub fn recover_state(store: &Store, state_dir: &Path) -> Result<u64> {
         )));
     }
     let (generation, db) = store.load_snapshot()?;
-    std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
+    super::state_dir::ensure_private(state_dir)?;
     let tmp = state_dir.join("meta.redb.recovering");
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&db)?;
         f.sync_all()
     };

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 pub use crypto::KdfParams;
-pub use disk::{open_dir_disk, DirDisk, Disk, DiskStat, FaultDisk, Faults, MemDisk};
+pub use disk::{
+    open_dir_disk, DirDisk, Disk, DiskStat, FaultDisk, Faults, MemDisk, MAX_OBJECT_LEN,
+};
 pub use disk::{S3Disk, S3Settings};
 pub use format::ChunkerParams;
 

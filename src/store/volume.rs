@@ -399,19 +399,25 @@ impl Store {
         Ok(free)
     }
 
-    /// Replaces the keyslot that `old` opens with one for `new` (same KDF parameters as that slot).
-    pub fn change_passphrase(&self, old: &[u8], new: &[u8]) -> Result<()> {
+    /// Replaces the keyslot that `old` opens with one for `new`, derived with `kdf` (not the old slot's costs: a
+    /// passphrase change is the moment to move a slot made with weak or outdated costs to the current ones).
+    pub fn change_passphrase(&self, old: &[u8], new: &[u8], kdf: &KdfParams) -> Result<()> {
         let _g = self.header_write.lock();
         let mut h = self.header.read().clone();
         let idx = self.find_slot(&h, old)?;
-        let s = &h.keyslots[idx];
-        let kdf = KdfParams {
+        h.keyslots[idx] = self.keys.wrap(&h.volume_id, new, kdf)?;
+        self.rewrite_headers(h)
+    }
+
+    /// The KDF costs of keyslot `slot`, if it is in use.
+    pub fn keyslot_kdf(&self, slot: usize) -> Option<KdfParams> {
+        let h = self.header.read();
+        let s = h.keyslots.get(slot).filter(|s| !s.is_empty())?;
+        Some(KdfParams {
             m_cost_kib: s.m_cost_kib,
             t_cost: s.t_cost,
             p_cost: s.p_cost,
-        };
-        h.keyslots[idx] = self.keys.wrap(&h.volume_id, new, &kdf)?;
-        self.rewrite_headers(h)
+        })
     }
 
     /// Empties keyslot `slot`; refuses to remove the last one (the volume would be unopenable).

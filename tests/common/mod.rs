@@ -65,7 +65,7 @@ impl Vol {
         let p = dir.path();
         before_init(p);
         let passfile = p.join("pass");
-        std::fs::write(&passfile, "correct horse battery staple\n").unwrap();
+        write_passfile(&passfile, "correct horse battery staple\n");
         let mnt = p.join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let config = p.join("vol.toml");
@@ -229,4 +229,11 @@ pub fn xorshift(len: usize, mut state: u64) -> Vec<u8> {
 /// [`xorshift`] from a seed spread over the state (any seed, 0 included, gives a distinct stream).
 pub fn pseudo(len: usize, seed: u64) -> Vec<u8> {
     xorshift(len, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+}
+
+/// Writes a passfile as a user should: mode 0600 (valencefs refuses one that group or others can read).
+pub fn write_passfile(path: &Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

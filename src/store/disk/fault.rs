@@ -138,12 +138,12 @@ impl Disk for FaultDisk {
         self.inner.put(name, data)
     }
 
-    fn get(&self, name: &str) -> Result<Vec<u8>> {
+    fn get_limited(&self, name: &str, max: u64) -> Result<Vec<u8>> {
         let f = self.begin()?;
         if f.eio_read {
             return Err(self.eio(name));
         }
-        let mut data = self.inner.get(name)?;
+        let mut data = self.inner.get_limited(name, max)?;
         if f.flip_bits && !data.is_empty() {
             let h = blake3::hash(name.as_bytes());
             let pos =

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{check_name, Disk, DiskStat};
+use super::{check_name, read_limit, too_large, Disk, DiskStat};
 use crate::error::{Error, Result};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -83,9 +83,19 @@ impl Disk for MemDisk {
         Ok(())
     }
 
-    fn get(&self, name: &str) -> Result<Vec<u8>> {
-        let obj = self.state.lock().live.get(name).cloned();
-        obj.map(|o| o.as_ref().clone()).ok_or(Error::NotFound)
+    fn get_limited(&self, name: &str, max: u64) -> Result<Vec<u8>> {
+        let obj = self
+            .state
+            .lock()
+            .live
+            .get(name)
+            .cloned()
+            .ok_or(Error::NotFound)?;
+        let limit = read_limit(max);
+        if obj.len() as u64 > limit {
+            return Err(too_large(&self.describe(), name, obj.len() as u64, limit));
+        }
+        Ok(obj.as_ref().clone())
     }
 
     fn delete(&self, name: &str) -> Result<()> {

@@ -8,10 +8,15 @@
 //!   nothing, or the new content, except that a *new* shard (a name under `shards/` that did not exist) may be
 //!   left torn: shards verify themselves and nothing durable names a shard before the `sync` (see `DirDisk`).
 //! - `get` of an absent name is `Error::NotFound`; `delete` of an absent name is `Ok`.
+//! - `get_limited(name, max)` never reads or allocates more than `min(max, MAX_OBJECT_LEN) + 1` bytes: a larger
+//!   object (a sparse multi-GB file or a huge S3 object planted by whoever holds the disk) is `Error::Corrupt`,
+//!   refused from its size (fstat, Content-Length) before reading, and bounded while reading in case it grows.
+//!   `get` is `get_limited(name, MAX_OBJECT_LEN)`.
 //! - `list(prefix)` returns every stored name starting with `prefix`, in no particular order, and never
 //!   temporary names.
 //! - `sync` makes every `put`/`delete` that returned before it durable.
 
+mod beneath;
 mod dir;
 mod fault;
 mod mem;
@@ -25,7 +30,26 @@ pub use fault::{FaultDisk, Faults};
 pub use mem::MemDisk;
 pub use s3::{is_s3_url, open_s3_disk, parse_s3_url, S3Disk, S3Settings, DEFAULT_S3_TIMEOUT};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// The largest object any [`Disk`] read returns: 256 MiB. Objects are shards (128-byte header + ⌈envelope / k⌉,
+/// at most ~16 MiB for data chunks with the largest chunker setting), the 864-byte disk header and the sealed
+/// metadata pointer; the one large object is a shard of a metadata snapshot (the redb file as one chunk), which
+/// this bound limits to k × 256 MiB of sealed (compressed) database. Without a bound, k sparse multi-GB shard
+/// files read in parallel would exhaust memory at the cost of nothing to whoever holds the disks.
+pub const MAX_OBJECT_LEN: u64 = 256 << 20;
+
+/// The error for an object over the read limit (`len` = its size, or `limit + 1` if it grew while read).
+pub(crate) fn too_large(disk: &str, name: &str, len: u64, limit: u64) -> Error {
+    Error::Corrupt(format!(
+        "{disk}: object {name} is {len} bytes or more, over the {limit}-byte read limit"
+    ))
+}
+
+/// The effective limit of a `get_limited(_, max)`.
+pub(crate) fn read_limit(max: u64) -> u64 {
+    max.min(MAX_OBJECT_LEN)
+}
 
 /// What a disk can say about itself without reading any object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +66,15 @@ pub trait Disk: Send + Sync {
     fn describe(&self) -> String;
     /// Stores `data` under `name`, atomically replacing any previous object.
     fn put(&self, name: &str, data: &[u8]) -> Result<()>;
-    /// Reads the whole object.
-    fn get(&self, name: &str) -> Result<Vec<u8>>;
+    /// Reads the whole object if it holds at most `max` bytes (never more than [`MAX_OBJECT_LEN`], whatever
+    /// `max` says); a larger object is `Error::Corrupt` and is not read. Callers that know how large an object
+    /// can legally be (a shard of a chunk) pass that bound.
+    fn get_limited(&self, name: &str, max: u64) -> Result<Vec<u8>>;
+    /// Reads the whole object, up to [`MAX_OBJECT_LEN`] bytes (see [`Disk::get_limited`]). Not overridden by
+    /// implementations.
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        self.get_limited(name, MAX_OBJECT_LEN)
+    }
     /// Removes the object; absent is not an error.
     fn delete(&self, name: &str) -> Result<()>;
     /// Every name starting with `prefix`.
@@ -78,7 +109,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
             .any(|c| c.is_empty() || c == "." || c == "..")
         || name.contains(".tmp-");
     if bad {
-        Err(crate::Error::Invalid(format!("bad object name {name:?}")))
+        Err(Error::Invalid(format!("bad object name {name:?}")))
     } else {
         Ok(())
     }

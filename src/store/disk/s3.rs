@@ -32,7 +32,7 @@ use object_store::{
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::{check_name, Disk, DiskStat};
+use super::{check_name, read_limit, too_large, Disk, DiskStat};
 use crate::error::{Error, Result};
 
 /// Default request deadline of an S3 disk.
@@ -408,13 +408,29 @@ impl S3Disk {
             .map(|_| ())
     }
 
-    fn get_raw(&self, name: &str) -> std::result::Result<Vec<u8>, Failure> {
+    /// The object if it holds at most `limit` bytes, else `Err(size)`: refused from the size the server states
+    /// (Content-Length) before reading the body, and bounded while streaming it in case the statement lies.
+    fn get_raw(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> std::result::Result<std::result::Result<Vec<u8>, u64>, Failure> {
         let key = self.key(name);
         self.run(name, async {
             let r = self.store.get(&key).await?;
-            r.bytes().await
+            if r.meta.size > limit {
+                return Ok(Err(r.meta.size));
+            }
+            let mut out = Vec::with_capacity(r.meta.size as usize);
+            let mut body = r.into_stream();
+            while let Some(part) = body.try_next().await? {
+                if (out.len() + part.len()) as u64 > limit {
+                    return Ok(Err(limit + 1));
+                }
+                out.extend_from_slice(&part);
+            }
+            Ok(Ok(out))
         })
-        .map(|b| b.to_vec())
     }
 }
 
@@ -441,8 +457,8 @@ impl Disk for S3Disk {
         }
         match self.put_with(name, data, PutMode::Create) {
             Ok(()) => Ok(()),
-            Err(Failure::AlreadyExists) => match self.get_raw(name) {
-                Ok(existing) if existing == data => {
+            Err(Failure::AlreadyExists) => match self.get_raw(name, data.len() as u64) {
+                Ok(Ok(existing)) if existing == data => {
                     self.existing_identical.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
@@ -463,9 +479,14 @@ impl Disk for S3Disk {
         }
     }
 
-    fn get(&self, name: &str) -> Result<Vec<u8>> {
+    fn get_limited(&self, name: &str, max: u64) -> Result<Vec<u8>> {
         check_name(name)?;
-        self.get_raw(name).map_err(|f| self.fail(name, f))
+        let limit = read_limit(max);
+        match self.get_raw(name, limit) {
+            Ok(Ok(data)) => Ok(data),
+            Ok(Err(len)) => Err(too_large(&self.url, name, len, limit)),
+            Err(f) => Err(self.fail(name, f)),
+        }
     }
 
     fn delete(&self, name: &str) -> Result<()> {
