@@ -155,3 +155,46 @@ fn a_shard_header_announcing_a_huge_envelope_reads_as_corrupt_and_heals() {
     assert!(disks[holder].tamper(&name, |b| assert!(b.len() > SHARD_HEADER_LEN)));
     assert_eq!(read_all(&store, &ids).unwrap(), data);
 }
+
+#[test]
+fn a_sparse_20_gib_shard_file_is_corrupt_and_healed_not_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = (0..5).map(|i| tmp.path().join(format!("d{i}"))).collect();
+    let disks = || -> Vec<std::sync::Arc<dyn Disk>> {
+        paths
+            .iter()
+            .map(|p| valencefs::store::open_dir_disk(p))
+            .collect()
+    };
+    let store = Store::create(disks(), &opts("3+2"), PASS).unwrap();
+    let data = random(200_000, 9);
+    let ids = write_all(&store, &data);
+    store.sync().unwrap();
+    let name = valencefs::store::format::shard_name(&ids[0].0, 1);
+    let file = paths
+        .iter()
+        .map(|p| p.join(&name))
+        .find(|p| p.exists())
+        .expect("shard 1 on some disk");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(20 << 30)
+        .unwrap();
+    let (bytes, report) = store.get_report(&ids[0]).unwrap();
+    assert_eq!(bytes, data[..bytes.len()]);
+    assert!(
+        report
+            .bad_shards
+            .iter()
+            .any(|b| b.shard == 1 && b.fault == ShardFault::Corrupt),
+        "{report:?}"
+    );
+    assert!(report.healed.contains(&1), "{report:?}");
+    assert!(
+        std::fs::metadata(&file).unwrap().len() < 1 << 20,
+        "healed in place"
+    );
+    assert_eq!(read_all(&store, &ids).unwrap(), data);
+}

@@ -339,6 +339,9 @@ impl Store {
                 f
             }
             Err(Error::NotFound) => return Fetched::Bad(ShardFault::Missing),
+            // Refused by the disk's read bound (an object larger than any shard, e.g. a sparse multi-GB file a disk
+            // holder planted): the shard is corrupt and is rebuilt, the disk is not at fault for answering.
+            Err(Error::Corrupt(_)) => return Fetched::Bad(ShardFault::Corrupt),
             Err(e) => {
                 self.note_error(d);
                 self.disk_event(
