@@ -205,7 +205,11 @@ pub enum Command {
     },
     /// Change the passphrase of a volume (while unmounted).
     ///
-    /// Rewrites only the keyslot in each disk header; no data is re-encrypted.
+    /// Rewrites only the keyslot in each disk header; no data is re-encrypted. The master key is NOT rotated (key
+    /// rotation is not built yet): whoever knows the old passphrase and kept a copy of a disk header from before
+    /// the change (or learned the master key) still decrypts the volume, including data written after the change.
+    /// To revoke an exposed passphrase or key, copy the files onto a new volume (`valencefs init`), which has a new
+    /// master key.
     Passwd {
         /// The volume's config file.
         #[arg(value_name = "FILE")]

@@ -399,7 +399,8 @@ impl Store {
         Ok(free)
     }
 
-    /// Replaces the keyslot that `old` opens with one for `new` (same KDF parameters as that slot).
+    /// Replaces the keyslot that `old` opens with one for `new` (same KDF parameters as that slot). The master key
+    /// stays the same (no rotation): a copy of the old header still opens with `old`.
     pub fn change_passphrase(&self, old: &[u8], new: &[u8]) -> Result<()> {
         let _g = self.header_write.lock();
         let mut h = self.header.read().clone();
@@ -414,7 +415,8 @@ impl Store {
         self.rewrite_headers(h)
     }
 
-    /// Empties keyslot `slot`; refuses to remove the last one (the volume would be unopenable).
+    /// Empties keyslot `slot`; refuses to remove the last one (the volume would be unopenable). The master key stays
+    /// the same (no rotation): a copy of the old header still opens with that slot's passphrase.
     pub fn remove_keyslot(&self, slot: usize) -> Result<()> {
         let _g = self.header_write.lock();
         let mut h = self.header.read().clone();
