@@ -291,7 +291,9 @@ pub enum Command {
     ///
     /// Picks the newest metadata snapshot generation that reads back verified (falling back to the previous one),
     /// writes the state directory and a new config, and refuses to overwrite existing ones. Changes made after the
-    /// last snapshot (at most about 30 s of metadata; nothing after a clean unmount) are lost.
+    /// last snapshot (at most about 30 s of metadata; nothing after a clean unmount) are lost. Prints the
+    /// generation restored and, when it fell back, both generations; pointers carry no time, so the disks cannot
+    /// prove that no newer snapshot existed.
     Recover {
         /// Config file to write (refuses to overwrite).
         #[arg(long, value_name = "FILE")]
@@ -623,15 +625,17 @@ fn dispatch(cmd: Command) -> Outcome {
             disks,
         } => {
             let pass = passphrase(passfile.as_deref(), false)?;
-            let (cfg, generation) = volume::recover(&config, &disks, &state, &pass)
+            let (cfg, recovered) = volume::recover(&config, &disks, &state, &pass)
                 .map_err(|e| refuse_overwrite(&config, e))?;
             println!(
-                "recovered metadata generation {generation} into {}; config {} ({} disks, {})",
+                "recovered metadata generation {} into {}; config {} ({} disks, {})",
+                recovered.generation,
                 cfg.state_dir.display(),
                 config.display(),
                 cfg.disks.len(),
                 cfg.redundancy
             );
+            println!("{}", recovered.summary());
             Ok(())
         }
         Command::Status { config, json } => status(&config, json),
