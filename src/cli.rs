@@ -205,7 +205,11 @@ pub enum Command {
     },
     /// Change the passphrase of a volume (while unmounted).
     ///
-    /// Rewrites only the keyslot in each disk header; no data is re-encrypted.
+    /// Rewrites only the keyslot in each disk header; no data is re-encrypted. The master key is NOT rotated (key
+    /// rotation is not built yet): whoever knows the old passphrase and kept a copy of a disk header from before
+    /// the change (or learned the master key) still decrypts the volume, including data written after the change.
+    /// To revoke an exposed passphrase or key, copy the files onto a new volume (`valencefs init`), which has a new
+    /// master key.
     Passwd {
         /// The volume's config file.
         #[arg(value_name = "FILE")]
@@ -291,7 +295,9 @@ pub enum Command {
     ///
     /// Picks the newest metadata snapshot generation that reads back verified (falling back to the previous one),
     /// writes the state directory and a new config, and refuses to overwrite existing ones. Changes made after the
-    /// last snapshot (at most about 30 s of metadata; nothing after a clean unmount) are lost.
+    /// last snapshot (at most about 30 s of metadata; nothing after a clean unmount) are lost. Prints the
+    /// generation restored and, when it fell back, both generations; pointers carry no time, so the disks cannot
+    /// prove that no newer snapshot existed.
     Recover {
         /// Config file to write (refuses to overwrite).
         #[arg(long, value_name = "FILE")]
@@ -622,15 +628,17 @@ fn dispatch(cmd: Command) -> Outcome {
             disks,
         } => {
             let pass = passphrase(passfile.as_deref(), false)?;
-            let (cfg, generation) = volume::recover(&config, &disks, &state, &pass)
+            let (cfg, recovered) = volume::recover(&config, &disks, &state, &pass)
                 .map_err(|e| refuse_overwrite(&config, e))?;
             println!(
-                "recovered metadata generation {generation} into {}; config {} ({} disks, {})",
+                "recovered metadata generation {} into {}; config {} ({} disks, {})",
+                recovered.generation,
                 cfg.state_dir.display(),
                 config.display(),
                 cfg.disks.len(),
                 cfg.redundancy
             );
+            println!("{}", recovered.summary());
             Ok(())
         }
         Command::Status { config, json } => status(&config, json),

@@ -367,13 +367,13 @@ pub fn open(cfg: &Config, passphrase: &[u8], opts: FsOptions) -> Result<Arc<Fs>>
 /// Rebuilds a volume whose state directory and config file were lost, from its disks and passphrase alone:
 /// orders the given disk directories by the index in their headers (missing ones get placeholder paths that
 /// `disk replace` can later swap), restores the newest metadata snapshot into `state_dir` and writes `config_path`.
-/// Returns the config and the snapshot generation restored.
+/// Returns the config and what was restored (the snapshot's sealed generation, and whether it fell back).
 pub fn recover(
     config_path: &Path,
     disk_dirs: &[PathBuf],
     state_dir: &Path,
     passphrase: &[u8],
-) -> Result<(Config, u64)> {
+) -> Result<(Config, crate::fs::Recovered)> {
     use crate::store::format::{DiskHeader, DISK_HEADER_NAME};
     if config_path.exists() {
         return Err(Error::Exists);
@@ -442,9 +442,9 @@ pub fn recover(
     let r = store.redundancy();
     cfg.redundancy = format!("{}+{}", r.k, r.m);
     crate::fs::ensure_private(&state_dir)?;
-    let generation = crate::fs::recover_state(&store, &state_dir)?;
+    let recovered = crate::fs::recover_state(&store, &state_dir)?;
     cfg.write_new(config_path)?;
-    Ok((cfg, generation))
+    Ok((cfg, recovered))
 }
 
 /// Replaces the passphrase: `old` must open the volume; afterwards only `new` does. The volume must not be mounted.

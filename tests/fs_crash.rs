@@ -438,7 +438,7 @@ fn read_all(fs: &Fs) -> std::result::Result<(), String> {
 /// The state directory lost as well: what `recover` would rebuild from the newest snapshot on the disks proves
 /// its integrity (nothing lost) and reads back whole. Read-only, so the disks are as the cut left them.
 fn check_recovered(store: &Arc<Store>) -> std::result::Result<(), String> {
-    let Ok((_, db)) = store.load_snapshot() else {
+    let Ok(valencefs::store::LoadedSnapshot { db, .. }) = store.load_snapshot() else {
         return Ok(()); // the cut came before the first snapshot
     };
     let proof = valencefs::maint::integrity::verify(store, None, None)

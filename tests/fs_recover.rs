@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use valencefs::fs::{recover_state, Chunks, Ctx, FileKind, Fs, FsOptions, Ino, ROOT_INO};
-use valencefs::store::{open_dir_disk, CreateOptions, KdfParams, Store};
+use valencefs::fs::{
+    recover_state, Chunks, Ctx, DisksRolledBack, FileKind, Fs, FsOptions, Ino, Recovered, ROOT_INO,
+};
+use valencefs::store::{open_dir_disk, CreateOptions, Disk, FaultDisk, KdfParams, Store};
 
 const C: Ctx = Ctx::ROOT;
 
@@ -169,8 +171,14 @@ fn state_directory_comes_back_from_the_disks() {
     std::fs::remove_dir_all(&state).unwrap();
 
     let st = open_store(root.path(), false);
-    let gen = recover_state(&st, &state).unwrap();
-    assert!(gen >= 1);
+    let rec = recover_state(&st, &state).unwrap();
+    assert!(rec.generation >= 1 && !rec.fell_back, "{rec:?}");
+    assert_eq!(rec.newest_pointer, rec.generation);
+    let said = rec.summary();
+    assert!(
+        said.contains(&format!("generation {}", rec.generation)) && said.contains("cannot prove"),
+        "{said}"
+    );
     let fs = Fs::start(st as Arc<dyn Chunks>, &state, opts()).unwrap();
     assert_eq!(manifest(&fs), before);
     fs.shutdown().unwrap();
@@ -420,6 +428,170 @@ fn a_held_chunk_written_again_survives_its_deferred_delete() {
     let st2 = open_store(root2.path(), false);
     let proof = valencefs::maint::integrity::verify(&st2, None, None).unwrap();
     assert!(proof.ok() && proof.degraded == 0, "{}", proof.summary());
+}
+
+/// A pointer names its fallback snapshot but not that snapshot's generation, and saves that fail after bumping the
+/// generation leave gaps: when the newest snapshot is gone, `recover` must say it fell back and name both real
+/// generations (here 3 and 1, where "G-1" would say 2), and the integrity proof must label it the same way.
+#[test]
+fn recover_reports_a_fallback_with_both_real_generations() {
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    let faults: Vec<Arc<FaultDisk>> = disk_paths(root.path())
+        .iter()
+        .map(|p| Arc::new(FaultDisk::new(open_dir_disk(p))))
+        .collect();
+    let st = {
+        let opts = CreateOptions {
+            kdf: KdfParams::insecure_fast(),
+            ..Default::default()
+        };
+        let disks = faults.iter().map(|f| f.clone() as Arc<dyn Disk>).collect();
+        Arc::new(Store::create(disks, &opts, b"pw").unwrap())
+    };
+    let fs = Fs::start(st.clone() as Arc<dyn Chunks>, &state, manual()).unwrap();
+    write_file(&fs, "a", &pseudo(300_000, 1));
+    fs.snapshot_now().unwrap();
+    let at_first = manifest(&fs);
+    assert_eq!(st.snapshot_pointers()[0].generation, 1);
+    write_file(&fs, "b", &pseudo(300_000, 2));
+    fs.sync_all().unwrap();
+    // Generation 2 is committed locally, then every disk is full: it never reaches them.
+    for f in &faults {
+        f.update(|x| x.enospc = true);
+    }
+    assert!(
+        fs.snapshot_now().is_err(),
+        "a save onto full disks succeeded"
+    );
+    for f in &faults {
+        f.update(|x| x.enospc = false);
+    }
+    fs.snapshot_now().unwrap();
+    fs.shutdown().unwrap();
+    drop(fs);
+    let newest = st.snapshot_pointers()[0];
+    assert_eq!(newest.generation, 3);
+    assert!(newest.previous.is_some());
+    // Someone holding the disks deletes the newest snapshot's shards.
+    st.delete(&newest.current).unwrap();
+    drop(st);
+    std::fs::remove_dir_all(&state).unwrap();
+
+    let st = open_store(root.path(), false);
+    let rec = recover_state(&st, &state).unwrap();
+    assert_eq!(
+        rec,
+        Recovered {
+            generation: 1,
+            newest_pointer: 3,
+            fell_back: true
+        }
+    );
+    let said = rec.summary();
+    assert!(
+        said.contains("FELL BACK")
+            && said.contains("generation 3")
+            && said.contains("generation 1"),
+        "{said}"
+    );
+    let proof = valencefs::maint::integrity::verify(&st, None, None).unwrap();
+    assert_eq!(proof.snapshot_generation, 1, "{}", proof.summary());
+    let fs = Fs::start(st as Arc<dyn Chunks>, &state, manual()).unwrap();
+    assert_eq!(manifest(&fs), at_first);
+    assert_eq!(
+        fs.disks_rolled_back(),
+        None,
+        "a recovered database is not newer than its disks"
+    );
+    fs.shutdown().unwrap();
+}
+
+/// Disks older than the local database (old images put back, or every pointer deleted) mount with a warning that
+/// names both generations, and the next snapshot puts the pointers right again.
+#[test]
+fn mount_warns_when_the_disks_are_older_than_the_database() {
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    let old = tempfile::tempdir().unwrap();
+    {
+        let st = open_store(root.path(), true);
+        let fs = Fs::start(st.clone() as Arc<dyn Chunks>, &state, manual()).unwrap();
+        assert_eq!(fs.disks_rolled_back(), None);
+        write_file(&fs, "a", b"first");
+        fs.snapshot_now().unwrap();
+        assert_eq!(st.snapshot_pointers()[0].generation, 1);
+        copy_dir(root.path(), old.path());
+        write_file(&fs, "b", b"second");
+        fs.snapshot_now().unwrap();
+        fs.shutdown().unwrap();
+    }
+    let database = open_store(root.path(), false).snapshot_pointers()[0].generation;
+    assert!(database >= 2);
+    // The disk holder puts back the images taken at generation 1.
+    for (i, p) in disk_paths(root.path()).iter().enumerate() {
+        std::fs::remove_dir_all(p).unwrap();
+        copy_dir(&old.path().join(format!("disk{i}")), p);
+    }
+    let fs = Fs::start(
+        open_store(root.path(), false) as Arc<dyn Chunks>,
+        &state,
+        manual(),
+    )
+    .unwrap();
+    let found = fs.disks_rolled_back();
+    assert_eq!(
+        found,
+        Some(DisksRolledBack {
+            database,
+            disks: Some(1)
+        })
+    );
+    let said = found.unwrap().message(false);
+    assert!(
+        said.contains("generation 1")
+            && said.contains(&format!("generation {database}"))
+            && said.contains("overwrites the pointers"),
+        "{said}"
+    );
+    fs.snapshot_now().unwrap();
+    fs.shutdown().unwrap();
+    drop(fs);
+    let st = open_store(root.path(), false);
+    let now = st.snapshot_pointers()[0].generation;
+    assert!(
+        now > database,
+        "the next snapshot did not rewrite the pointers"
+    );
+    let fs = Fs::start(st as Arc<dyn Chunks>, &state, manual()).unwrap();
+    assert_eq!(fs.disks_rolled_back(), None);
+    fs.shutdown().unwrap();
+    drop(fs);
+
+    // Every pointer deleted: no generation on the disks at all.
+    let database = open_store(root.path(), false).snapshot_pointers()[0].generation;
+    for p in disk_paths(root.path()) {
+        std::fs::remove_file(p.join("meta").join("pointer")).unwrap();
+    }
+    let fs = Fs::start(
+        open_store(root.path(), false) as Arc<dyn Chunks>,
+        &state,
+        manual(),
+    )
+    .unwrap();
+    let found = fs.disks_rolled_back();
+    assert_eq!(
+        found,
+        Some(DisksRolledBack {
+            database,
+            disks: None
+        })
+    );
+    assert!(found
+        .unwrap()
+        .message(true)
+        .contains("no disk holds a readable metadata pointer"));
+    fs.shutdown().unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -213,3 +213,17 @@ fn pages_render_without_warnings() {
     }
     assert!(checked >= 10);
 }
+
+/// Until key rotation exists, the pages must not let anyone believe `passwd` revokes an old passphrase: the master
+/// key stays the same, so an old header copy with the old passphrase still decrypts the volume.
+#[test]
+fn pages_say_passwd_does_not_rotate_the_master_key() {
+    for page in ["valencefs-passwd.8", "valencefs-format.7"] {
+        let text = std::fs::read_to_string(man_dir().join(page)).unwrap();
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("rotate") && flat.contains("master key"),
+            "man/{page} does not say the master key is not rotated"
+        );
+    }
+}

@@ -23,7 +23,7 @@ mod types;
 mod xattr;
 
 pub use mem::MemChunks;
-pub use recover::{forget_holds, recover_state};
+pub use recover::{forget_holds, recover_state, DisksRolledBack, Recovered};
 pub use state_dir::ensure_private;
 pub use types::*;
 
@@ -263,6 +263,8 @@ pub struct Fs {
     capability_xattrs: std::sync::atomic::AtomicBool,
     /// POSIX ACLs are kept and inherited (the kernel enforces them); off until [`Fs::enable_posix_acl`].
     posix_acl: std::sync::atomic::AtomicBool,
+    /// Set at [`Fs::start`] when the disks' metadata pointers are older than this database's last snapshot.
+    disks_rolled_back: std::sync::OnceLock<DisksRolledBack>,
 }
 
 /// Per-disk lifetime counters kept in the metadata database: what earlier mounts recorded, and the live values
@@ -453,11 +455,14 @@ impl Fs {
         }
         state_dir::ensure_private(state_dir)?;
         let meta = Meta::open(&db_path)?;
-        let local = {
+        let (own, recovered_at) = {
             let mut tx = meta.write()?;
-            tx.setting("snapshot_generation")?
-                .max(tx.setting(recover::RECOVERED_AT)?)
+            (
+                tx.setting("snapshot_generation")?,
+                tx.setting(recover::RECOVERED_AT)?,
+            )
         };
+        let local = own.max(recovered_at);
         if let Some(g) = on_disks.filter(|&g| local < g) {
             return Err(Error::Volume(format!(
                 "{} is older than the metadata on the disks (snapshot generation {local}, the disks have {g}): it \
@@ -468,7 +473,30 @@ impl Fs {
                 state_dir.display()
             )));
         }
-        Fs::start_with_meta(chunks, meta, opts)
+        // The other way round — disks older than this database — is warned about, not refused. This database is
+        // the newest metadata there is, and every chunk it names is verified when read (keyed ids, AEAD), so
+        // rolled-back disks show as read errors, never as old contents; refusing would leave the owner only
+        // `recover`, which restores exactly the rolled-back state. There are honest causes too: a crash, or too
+        // few disks, while a snapshot was being saved (the generation is committed first). What a rollback does
+        // endanger is a later `recover`, and the next snapshot (generation above both) rewrites the pointers.
+        // Only `snapshot_generation` counts here: a recovered database's `recovered_at_generation` may exceed the
+        // generations its own next snapshots take.
+        let rolled_back =
+            DisksRolledBack::check(own, on_disks).filter(|_| chunks.keeps_snapshots());
+        if let Some(r) = rolled_back {
+            tracing::warn!("{}", r.message(opts.read_only));
+        }
+        let fs = Fs::start_with_meta(chunks, meta, opts)?;
+        if let Some(r) = rolled_back {
+            let _ = fs.disks_rolled_back.set(r);
+        }
+        Ok(fs)
+    }
+
+    /// What [`Fs::start`] found when the disks' metadata pointers were older than this database (and warned
+    /// about): `None` when they were not.
+    pub fn disks_rolled_back(&self) -> Option<DisksRolledBack> {
+        self.disks_rolled_back.get().copied()
     }
 
     /// Starts the filesystem over an already open metadata database.
@@ -555,6 +583,7 @@ impl Fs {
             usage_cache: Mutex::new(None),
             capability_xattrs: capability_xattrs.into(),
             posix_acl: std::sync::atomic::AtomicBool::new(false),
+            disks_rolled_back: std::sync::OnceLock::new(),
             disk_totals: Mutex::new(DiskTotals {
                 base,
                 written: Vec::new(),

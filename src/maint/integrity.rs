@@ -92,10 +92,12 @@ pub fn verify(
     local: Option<&Meta>,
     sample: Option<(f64, u64)>,
 ) -> Result<IntegrityReport> {
-    let (generation, db) = store.load_snapshot()?;
+    let loaded = store.load_snapshot()?;
     // Read-only use: nothing this opening writes becomes durable anywhere.
-    let snap = Meta::open_sim(SimFile::new(db, || false))?;
+    let snap = Meta::open_sim(SimFile::new(loaded.db, || false))?;
     let mut tx = snap.write()?;
+    // The generation sealed inside the snapshot: right for a fallback too, which a pointer does not date.
+    let generation = tx.setting("snapshot_generation")?;
     let recorded = tx.integrity()?;
     let rows = tx.all_chunks()?;
     let root_matches = match &recorded {

@@ -15,7 +15,7 @@ pub mod scan;
 mod snapshot;
 mod volume;
 
-pub use snapshot::SnapshotPointer;
+pub use snapshot::{LoadedSnapshot, SnapshotPointer};
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -21,6 +21,28 @@ pub struct SnapshotPointer {
     pub previous: Option<ChunkId>,
 }
 
+/// A metadata snapshot read back by [`Store::load_snapshot`], with the pointer that led to it.
+#[derive(Clone, Debug)]
+pub struct LoadedSnapshot {
+    /// The redb file's bytes (verified: a chunk like any other).
+    pub db: Vec<u8>,
+    /// The pointer it was reached through.
+    pub pointer: SnapshotPointer,
+    /// It is `pointer`'s previous snapshot, taken because the pointer's current one did not read back. A pointer
+    /// does not record its previous snapshot's generation: the snapshot itself does (`snapshot_generation`).
+    pub is_previous: bool,
+    /// The newest generation any readable pointer on the disks names.
+    pub newest: u64,
+}
+
+impl LoadedSnapshot {
+    /// The generation the pointer seals for this snapshot; `None` for a previous snapshot, whose generation only
+    /// the snapshot itself records (never assume `pointer.generation - 1`: saves that failed skip generations).
+    pub fn pointer_generation(&self) -> Option<u64> {
+        (!self.is_previous).then_some(self.pointer.generation)
+    }
+}
+
 impl Store {
     /// Stores `db` (the redb file's bytes) as snapshot `generation` and points every usable disk at it. Returns
     /// the snapshot's chunk id. Durable when it returns.
@@ -143,31 +165,39 @@ impl Store {
         ids
     }
 
-    /// The newest snapshot that reads back verified: (generation, redb bytes). Falls back to older generations
-    /// (a newer pointer whose chunk is unreadable) and says which it used.
-    pub fn load_snapshot(&self) -> Result<(u64, Vec<u8>)> {
+    /// The newest snapshot that reads back verified, trying each pointer's current snapshot and then its previous
+    /// one, newest pointer first; every snapshot passed over is logged. [`LoadedSnapshot`] says which it took.
+    pub fn load_snapshot(&self) -> Result<LoadedSnapshot> {
         let pointers = self.snapshot_pointers();
-        if pointers.is_empty() {
+        let Some(newest) = pointers.first().map(|p| p.generation) else {
             return Err(Error::Volume(
                 "no metadata snapshot on these disks (was the volume ever unmounted or synced?)"
                     .into(),
             ));
-        }
+        };
         let mut last_err = None;
         for p in &pointers {
-            match self.get(&p.current) {
-                Ok(db) => return Ok((p.generation, db)),
-                Err(e) => {
-                    tracing::warn!(
-                        "metadata snapshot generation {} unreadable: {e}",
-                        p.generation
-                    );
-                    last_err = Some(e);
-                }
-            }
-            if let Some(prev) = p.previous {
-                if let Ok(db) = self.get(&prev) {
-                    return Ok((p.generation.saturating_sub(1), db));
+            let candidates =
+                std::iter::once((p.current, false)).chain(p.previous.map(|q| (q, true)));
+            for (id, is_previous) in candidates {
+                match self.get(&id) {
+                    Ok(db) => {
+                        return Ok(LoadedSnapshot {
+                            db,
+                            pointer: *p,
+                            is_previous,
+                            newest,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "metadata snapshot {} ({} snapshot of the pointer at generation {}) unreadable: {e}",
+                            id.to_hex(),
+                            if is_previous { "previous" } else { "current" },
+                            p.generation
+                        );
+                        last_err = Some(e);
+                    }
                 }
             }
         }

@@ -400,7 +400,8 @@ impl Store {
     }
 
     /// Replaces the keyslot that `old` opens with one for `new`, derived with `kdf` (not the old slot's costs: a
-    /// passphrase change is the moment to move a slot made with weak or outdated costs to the current ones).
+    /// passphrase change is the moment to move a slot made with weak or outdated costs to the current ones). The
+    /// master key stays the same (no rotation): a copy of the old header still opens with `old`.
     pub fn change_passphrase(&self, old: &[u8], new: &[u8], kdf: &KdfParams) -> Result<()> {
         let _g = self.header_write.lock();
         let mut h = self.header.read().clone();
@@ -420,7 +421,8 @@ impl Store {
         })
     }
 
-    /// Empties keyslot `slot`; refuses to remove the last one (the volume would be unopenable).
+    /// Empties keyslot `slot`; refuses to remove the last one (the volume would be unopenable). The master key stays
+    /// the same (no rotation): a copy of the old header still opens with that slot's passphrase.
     pub fn remove_keyslot(&self, slot: usize) -> Result<()> {
         let _g = self.header_write.lock();
         let mut h = self.header.read().clone();
