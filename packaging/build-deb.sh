@@ -63,8 +63,10 @@ for f in "$here"/examples/* "$here/systemd/mnt-photos.mount" "$here/systemd/mnt-
 done
 install -m 0644 "$repo/README.md" "$doc/README.md"
 gzip -9n "$doc/README.md"
-install -m 0644 "$repo/docs/FORMAT.md" "$doc/FORMAT.md"
-gzip -9n "$doc/FORMAT.md"
+for f in FORMAT.md SECURITY.md; do
+    install -m 0644 "$repo/docs/$f" "$doc/$f"
+    gzip -9n "$doc/$f"
+done
 # Dates from the last commit (or SOURCE_DATE_EPOCH), so that rebuilding a commit gives the same files.
 epoch="${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}"
 cat >"$doc/copyright" <<EOF

@@ -203,7 +203,13 @@ fn deb_installs_everything_where_it_belongs() {
     ] {
         assert!(examples.join(f).is_file(), "examples/{f} missing");
     }
-    for f in ["copyright", "changelog.gz", "README.md.gz", "FORMAT.md.gz"] {
+    for f in [
+        "copyright",
+        "changelog.gz",
+        "README.md.gz",
+        "FORMAT.md.gz",
+        "SECURITY.md.gz",
+    ] {
         assert!(
             root.join("usr/share/doc/valencefs").join(f).is_file(),
             "doc/{f}"
