@@ -200,7 +200,7 @@ fn keyslot_unwraps_independently_with_argon2_and_aes_gcm() {
     let slot = keys.wrap(&VOLUME, b"passphrase", &params).unwrap();
     let bytes = slot.encode();
     assert_eq!(bytes.len(), KEYSLOT_LEN);
-    assert_eq!(Keyslot::decode(&bytes), slot);
+    assert_eq!(Keyslot::decode(&bytes).unwrap(), slot);
     // KEK = Argon2id v0x13 (passphrase, salt at 16..32, m/t/p at 4/8/12), 32 bytes.
     let m = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
     let t = u32::from_le_bytes(bytes[8..12].try_into().unwrap());

@@ -139,8 +139,15 @@ impl Keyslot {
         b
     }
 
-    pub fn decode(b: &[u8]) -> Keyslot {
-        Keyslot {
+    /// Decodes one keyslot from the first [`KEYSLOT_LEN`] bytes of `b`; shorter input is a format error.
+    pub fn decode(b: &[u8]) -> Result<Keyslot> {
+        if b.len() < KEYSLOT_LEN {
+            return Err(Error::Format(format!(
+                "keyslot is {} bytes, expected {KEYSLOT_LEN}",
+                b.len()
+            )));
+        }
+        Ok(Keyslot {
             kdf: b[0],
             m_cost_kib: le32(b, 4),
             t_cost: le32(b, 8),
@@ -148,7 +155,7 @@ impl Keyslot {
             salt: b[16..32].try_into().expect("16"),
             nonce: b[32..44].try_into().expect("12"),
             wrapped: b[44..92].try_into().expect("48"),
-        }
+        })
     }
 }
 
@@ -303,7 +310,7 @@ impl DiskHeader {
         }
         let keyslots = (0..KEYSLOTS)
             .map(|i| Keyslot::decode(&b[DH_KEYSLOTS_OFF + i * KEYSLOT_LEN..]))
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let h = DiskHeader {
             version,
             flags: le32(b, 12),
