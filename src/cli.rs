@@ -136,6 +136,10 @@ pub enum Command {
         /// Weak, fast key derivation. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1).
         #[arg(long, hide = true)]
         kdf_fast: bool,
+        /// On-disk format version: 2 (default), 1 (for older builds), or 3 (experimental packed stripes: scrub,
+        /// status's census, fsck's shard check and disk replace refuse such a volume until the next release).
+        #[arg(long, hide = true, value_name = "N")]
+        format: Option<u16>,
         /// TOML file with the [s3] settings (endpoint, region, credentials) to copy into the config; s3:// disks
         /// otherwise use the AWS_* environment variables.
         #[arg(long, value_name = "FILE")]
@@ -571,6 +575,7 @@ fn dispatch(cmd: Command) -> Outcome {
             cache_size,
             chunk_size,
             kdf_fast,
+            format,
             s3_config,
             disks,
         } => {
@@ -590,6 +595,7 @@ fn dispatch(cmd: Command) -> Outcome {
                 chunk_size: chunk_size.map(Size::Text),
                 passphrase: &pass,
                 insecure_fast_kdf: volume::insecure_fast_kdf_requested(kdf_fast),
+                format,
                 s3,
             })
             .map_err(|e| refuse_overwrite(&config, e))?;

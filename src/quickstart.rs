@@ -41,6 +41,7 @@ pub fn run(mountpoint: &Path, data_dir: Option<PathBuf>) -> Result<(), Failure> 
             chunk_size: None,
             passphrase: &pass,
             insecure_fast_kdf: volume::insecure_fast_kdf_requested(false),
+            format: None,
         })?;
         println!(
             "created a personal (3+2) volume over 5 disks in {}",

@@ -302,6 +302,8 @@ pub struct InitRequest<'a> {
     pub passphrase: &'a [u8],
     /// Weak, fast key derivation, for tests only.
     pub insecure_fast_kdf: bool,
+    /// On-disk format version; `None` for the default (`store::format::FORMAT_VERSION`).
+    pub format: Option<u16>,
     /// The `[s3]` table to write into the config (endpoint and credentials of `s3://` disks).
     pub s3: Option<S3Config>,
 }
@@ -346,7 +348,7 @@ pub fn init(req: &InitRequest<'_>) -> Result<Config> {
         compression: cfg.compression == "zstd",
         kdf: keyslot_kdf(req.insecure_fast_kdf),
         chunker,
-        ..Default::default()
+        format: req.format.unwrap_or(crate::store::format::FORMAT_VERSION),
     };
     Store::create(config_disks(&cfg)?, &opts, req.passphrase)?;
     if req.insecure_fast_kdf {

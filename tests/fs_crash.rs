@@ -22,6 +22,7 @@ use store_common::*;
 use valencefs::fs::{Chunks, Ctx, Fs, FsOptions, Ino, SetAttr, ROOT_INO};
 use valencefs::maint::fsck::fsck;
 use valencefs::meta::{Meta, SimFile};
+use valencefs::store::format::{FORMAT_V3, FORMAT_VERSION};
 use valencefs::store::{Disk, DiskStat, MemDisk, Store};
 use valencefs::Result;
 
@@ -332,16 +333,24 @@ fn workload(run: &mut Run) {
 }
 
 /// Opens what survived the power cut and checks it. Returns a description of the first problem.
-fn check(mems: &[Arc<MemDisk>], image: Vec<u8>, acked: &Acked) -> std::result::Result<(), String> {
+fn check(
+    mems: &[Arc<MemDisk>],
+    image: Vec<u8>,
+    acked: &Acked,
+    packed: bool,
+) -> std::result::Result<(), String> {
     for m in mems {
         m.crash();
     }
     let power = Power::new();
     let store =
         Arc::new(Store::open(disks(mems, &power), PASS).map_err(|e| format!("store: {e}"))?);
-    check_recovered(&store).map_err(|e| format!("recovered from the disks: {e}"))?;
+    check_recovered(&store, packed).map_err(|e| format!("recovered from the disks: {e}"))?;
     let meta = Meta::open_sim(sim_file(image, &power)).map_err(|e| format!("meta: {e}"))?;
-    let report = fsck(&meta, Some(&store), false).map_err(|e| format!("fsck: {e}"))?;
+    // fsck's shard check and the integrity proof do not read packed stripes yet (they refuse): on a v3 volume
+    // the metadata is checked alone, and every chunk is proven by reading every file back below.
+    let shard_check = (!packed).then_some(&*store);
+    let report = fsck(&meta, shard_check, false).map_err(|e| format!("fsck: {e}"))?;
     if report.errors() != 0 {
         return Err(format!(
             "fsck: {}\n{:#?}",
@@ -437,14 +446,16 @@ fn read_all(fs: &Fs) -> std::result::Result<(), String> {
 
 /// The state directory lost as well: what `recover` would rebuild from the newest snapshot on the disks proves
 /// its integrity (nothing lost) and reads back whole. Read-only, so the disks are as the cut left them.
-fn check_recovered(store: &Arc<Store>) -> std::result::Result<(), String> {
+fn check_recovered(store: &Arc<Store>, packed: bool) -> std::result::Result<(), String> {
     let Ok(valencefs::store::LoadedSnapshot { db, .. }) = store.load_snapshot() else {
         return Ok(()); // the cut came before the first snapshot
     };
-    let proof = valencefs::maint::integrity::verify(store, None, None)
-        .map_err(|e| format!("integrity: {e}"))?;
-    if !proof.ok() || proof.degraded > 0 {
-        return Err(proof.summary());
+    if !packed {
+        let proof = valencefs::maint::integrity::verify(store, None, None)
+            .map_err(|e| format!("integrity: {e}"))?;
+        if !proof.ok() || proof.degraded > 0 {
+            return Err(proof.summary());
+        }
     }
     let meta = Meta::open_sim(SimFile::new(db, || true)).map_err(|e| format!("meta: {e}"))?;
     valencefs::fs::forget_holds(&meta).map_err(|e| format!("holds: {e}"))?;
@@ -461,10 +472,14 @@ fn check_recovered(store: &Arc<Store>) -> std::result::Result<(), String> {
 
 /// One run of the workload with the power cut before durable step `cut + 1`; returns the number of steps the run
 /// took and what it saw acknowledged, and the check's verdict.
-fn trial(cut: u64) -> (u64, usize, std::result::Result<(), String>) {
+fn trial(cut: u64, format: u16) -> (u64, usize, std::result::Result<(), String>) {
     let mems = mem_disks(5);
     let power = Power::new();
-    let store = Arc::new(Store::create(disks(&mems, &power), &opts("personal"), PASS).unwrap());
+    let o = valencefs::store::CreateOptions {
+        format,
+        ..opts("personal")
+    };
+    let store = Arc::new(Store::create(disks(&mems, &power), &o, PASS).unwrap());
     let file = sim_file(Vec::new(), &power);
     power.steps.store(0, Ordering::SeqCst);
     power.cut.store(cut, Ordering::SeqCst);
@@ -486,19 +501,29 @@ fn trial(cut: u64) -> (u64, usize, std::result::Result<(), String>) {
     (
         steps,
         acked.len(),
-        check(&mems, file.durable_image(), &acked),
+        check(&mems, file.durable_image(), &acked, format >= FORMAT_V3),
     )
 }
 
 #[test]
 fn power_cut_before_every_durable_step_of_the_core() {
-    let (total, acked, verdict) = trial(u64::MAX);
+    cut_everywhere(FORMAT_VERSION);
+}
+
+/// The same with packed stripes (format v3): a stripe is written at `sync` and named by the metadata only after.
+#[test]
+fn power_cut_before_every_durable_step_of_the_core_over_packed_stripes() {
+    cut_everywhere(FORMAT_V3);
+}
+
+fn cut_everywhere(format: u16) {
+    let (total, acked, verdict) = trial(u64::MAX, format);
     verdict.expect("no cut");
     assert!(total > 30, "the workload took only {total} durable steps");
     assert!(acked >= 7, "only {acked} paths acknowledged without a cut");
     let mut failures = Vec::new();
     for cut in 0..=total {
-        let (_, _, verdict) = trial(cut);
+        let (_, _, verdict) = trial(cut, format);
         if let Err(e) = verdict {
             failures.push(format!("cut before step {}: {e}", cut + 1));
         }

@@ -22,6 +22,19 @@ fn conformance(d: &dyn Disk) {
     assert_eq!(d.get("a").unwrap(), b"two!");
     d.put("a", b"").unwrap();
     assert_eq!(d.get("a").unwrap(), b"");
+    // Range reads: like pread, short at the end, empty past it.
+    d.put("r", b"0123456789").unwrap();
+    assert_eq!(d.get_range("r", 0, 4).unwrap(), b"0123");
+    assert_eq!(d.get_range("r", 3, 4).unwrap(), b"3456");
+    assert_eq!(d.get_range("r", 8, 100).unwrap(), b"89");
+    assert_eq!(d.get_range("r", 10, 5).unwrap(), b"");
+    assert_eq!(d.get_range("r", u64::MAX, u64::MAX).unwrap(), b"");
+    assert_eq!(d.get_range("r", 2, 0).unwrap(), b"");
+    assert!(matches!(
+        d.get_range("no-such", 0, 1),
+        Err(valencefs::Error::NotFound)
+    ));
+    d.delete("r").unwrap();
     // Nested names and prefix listing.
     d.put("shards/ab/cd/x.0", b"x0").unwrap();
     d.put("shards/ab/ce/y.1", b"y1").unwrap();

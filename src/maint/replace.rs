@@ -117,6 +117,7 @@ pub fn replace_with(
     threads: usize,
     progress: &mut dyn FnMut(&ReplaceProgress) -> bool,
 ) -> Result<ReplaceReport> {
+    super::refuse_packed(store.format_version(), "disk replace")?;
     let start = Instant::now();
     let disks = store.disks();
     let disk = disks

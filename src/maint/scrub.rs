@@ -202,6 +202,10 @@ pub fn keyless_volume(disks: &[Arc<dyn Disk>]) -> Result<KeylessVolume> {
         .max_by_key(|h| h.epoch)
         .expect("voted")
         .clone();
+    super::refuse_packed(
+        newest.version,
+        "the keyless shard scan (scrub, status, fsck, integrity)",
+    )?;
     if newest.disk_count as usize != disks.len() {
         return Err(Error::Volume(format!(
             "volume has {} disks, {} configured",

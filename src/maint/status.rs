@@ -244,6 +244,7 @@ impl StatusReport {
 
 /// Gathers the status. `meta` is optional: a mounted volume's database is locked by the daemon.
 pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
+    super::refuse_packed(store.format_version(), "status's shard census")?;
     let r = store.redundancy();
     let disks = store.disks();
     let health = store.health();

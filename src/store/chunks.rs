@@ -4,9 +4,14 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
+use super::crypto::hex;
 use super::crypto::INNER_FLAG_ZSTD;
+use super::format::STRIPE_DIR;
 use super::format::{
     parse_shard_name, shard_name, ShardHeader, FLAG_COMPRESSION, SHARD_DIR, SHARD_HEADER_LEN,
+};
+use super::stripe::{
+    self, parse_stripe_name, stripe_name, Found, Sealed, StripeHeader, StripeId, Stripes,
 };
 use super::{BadShard, ChunkId, DiskState, ReadReport, ShardFault, Store};
 use crate::error::{Error, Result};
@@ -100,6 +105,197 @@ impl Store {
         let n = self.slots.len();
         let start = (u64::from_le_bytes(id.0[..8].try_into().expect("8")) % n as u64) as usize;
         (start + i) % n
+    }
+
+    /// Disk holding file `i` of a stripe: the same rule as for a chunk, from the (random) stripe id.
+    fn stripe_disk(&self, stripe: &StripeId, i: usize) -> usize {
+        let n = self.slots.len();
+        let start = (u64::from_le_bytes(stripe[..8].try_into().expect("8")) % n as u64) as usize;
+        (start + i) % n
+    }
+
+    /// Disk holding shard `i` of a chunk, wherever the chunk lies (its own files, or a stripe's).
+    fn piece_disk(&self, id: &ChunkId, i: usize) -> usize {
+        match self.stripes.as_ref().map(|st| st.locate(id, None)) {
+            Some(Found::Disk(loc)) => self.stripe_disk(&loc.stripe, i),
+            _ => self.disk_of(id, i),
+        }
+    }
+
+    /// Header of file `i` of the stripe being sealed (its id is filled in by the sealer).
+    fn stripe_head(&self, i: usize) -> StripeHeader {
+        let h = self.header.read();
+        StripeHeader {
+            k: h.k,
+            m: h.m,
+            index: i as u8,
+            volume_id: h.volume_id,
+            stripe_id: [0; 16],
+        }
+    }
+
+    /// Writes every sealed stripe not yet on the disks: each file to its disk, and the stripe counts as written
+    /// when k+1 files landed (the put quorum of §8). Stripes that miss it stay in memory, readable, for the next
+    /// call; the first such failure is returned.
+    /// `seal_open`: also seal the open stripe first, however little it holds (`sync`).
+    fn write_sealed(&self, seal_open: bool) -> Result<()> {
+        let Some(st) = &self.stripes else {
+            return Ok(());
+        };
+        let mut first_err = None;
+        for s in st.sealed(seal_open, |i| self.stripe_head(i)) {
+            // One writer per stripe; a second caller waits for it and then finds it written.
+            let mut done = s.written.lock();
+            if *done {
+                continue;
+            }
+            match self.write_stripe_files(&s) {
+                Ok(on) => {
+                    *done = true;
+                    st.written(&s);
+                    self.unsynced.lock().insert(on);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts a sealed stripe's k+m files; returns the disks that took one (sorted), if at least k+1 did.
+    fn write_stripe_files(&self, s: &Sealed) -> Result<Vec<u8>> {
+        let k = self.header.read().k as usize;
+        let targets: Vec<usize> = (0..s.files.len())
+            .filter(|&i| self.usable(self.stripe_disk(&s.id, i)))
+            .collect();
+        let results = self.par_map(&targets, |i| {
+            let d = self.stripe_disk(&s.id, i);
+            self.slots[d].disk.put(&stripe_name(&s.id, i), &s.files[i])
+        });
+        let mut on: Vec<u8> = Vec::new();
+        let (ok, first_err) = self.tally_writes(
+            targets
+                .iter()
+                .zip(results)
+                .map(|(&i, r)| (i, self.stripe_disk(&s.id, i), s.files[i].len(), r)),
+            "a stripe file",
+        );
+        on.extend(ok.iter().map(|&i| self.stripe_disk(&s.id, i) as u8));
+        if on.len() < k + 1 {
+            // Nothing names these files yet: remove what landed, keep the stripe in memory.
+            for &i in &targets {
+                let _ = self.slots[self.stripe_disk(&s.id, i)]
+                    .disk
+                    .delete(&stripe_name(&s.id, i));
+            }
+            return Err(first_err.unwrap_or_else(|| {
+                Error::Volume(format!(
+                    "only {} of {} files of a stripe could be placed (disks unavailable); need {}",
+                    on.len(),
+                    s.files.len(),
+                    k + 1
+                ))
+            }));
+        }
+        on.sort_unstable();
+        Ok(on)
+    }
+
+    /// Counts and logs the outcome of writing shard `i` (`len` bytes) to disk `d`, for every `(i, d, len, result)`;
+    /// returns the indexes written and the error to report (a full disk in preference: the most actionable).
+    fn tally_writes(
+        &self,
+        results: impl Iterator<Item = (usize, usize, usize, Result<()>)>,
+        what: &str,
+    ) -> (Vec<usize>, Option<Error>) {
+        let mut ok = Vec::new();
+        let mut first_err: Option<Error> = None;
+        for (i, d, len, r) in results {
+            match r {
+                Ok(()) => {
+                    let c = &self.slots[d].counters;
+                    c.shard_writes.fetch_add(1, Ordering::Relaxed);
+                    c.shard_write_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                    ok.push(i);
+                }
+                Err(e) => {
+                    self.note_error(d);
+                    self.disk_event(
+                        d,
+                        "write",
+                        tracing::Level::WARN,
+                        format_args!("writing {what} failed: {e}"),
+                    );
+                    if first_err.is_none() || matches!(e, Error::NoSpace { .. }) {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        (ok, first_err)
+    }
+
+    /// Reads the head (header and index) of every stripe on the disks, for [`Store::open`] of a v3 volume. Each
+    /// stripe's head is read from the first of its files that checks out (all k+m carry the same index).
+    pub(super) fn read_stripe_heads(&self) -> Result<Stripes> {
+        let volume_id = self.volume_id();
+        let mut ids = BTreeSet::new();
+        for (d, s) in self.slots.iter().enumerate() {
+            if !self.usable(d) {
+                continue;
+            }
+            for name in s.disk.list(&format!("{STRIPE_DIR}/"))? {
+                if let Some((id, _)) = parse_stripe_name(&name) {
+                    ids.insert(id);
+                }
+            }
+        }
+        let n = self.slots.len();
+        let mut heads = Vec::with_capacity(ids.len());
+        'stripes: for id in ids {
+            for i in 0..n.min(255) {
+                let d = self.stripe_disk(&id, i);
+                if !self.usable(d) {
+                    continue;
+                }
+                let name = stripe_name(&id, i);
+                let disk = &self.slots[d].disk;
+                let Ok(first) = disk.get_range(&name, 0, 64 << 10) else {
+                    continue;
+                };
+                let Ok(len) = stripe::head_len(&first) else {
+                    continue;
+                };
+                let head = if len <= first.len() {
+                    first
+                } else {
+                    match disk.get_range(&name, 0, len as u64) {
+                        Ok(b) => b,
+                        Err(_) => continue,
+                    }
+                };
+                match stripe::decode_head(&head) {
+                    Ok((h, entries))
+                        if h.stripe_id == id
+                            && h.volume_id == volume_id
+                            && h.index as usize == i =>
+                    {
+                        heads.push((id, entries));
+                        continue 'stripes;
+                    }
+                    _ => continue,
+                }
+            }
+            tracing::warn!(
+                "stripe {}: no file with a readable index on any usable disk; its chunks are unreadable",
+                hex(&id)
+            );
+        }
+        Ok(Stripes::from_heads(heads))
     }
 
     pub(super) fn usable(&self, disk: usize) -> bool {
@@ -224,6 +420,12 @@ impl Store {
         if plaintext.len() > u32::MAX as usize - 4096 {
             return Err(Error::Invalid("chunk too large".into()));
         }
+        if let Some(st) = &self.stripes {
+            // Stripes whose write failed are held in memory; past a few, refuse more rather than grow.
+            if st.too_many_unwritten() {
+                self.write_sealed(false)?;
+            }
+        }
         // Keep the compressed form only if it saves ≥ 3 % and the reader's decompression bound covers it. A
         // 64 KiB sample from the middle decides first, so incompressible chunks (most media) cost ~6 % of a
         // full zstd pass instead of a whole one.
@@ -262,8 +464,27 @@ impl Store {
             };
             f[..SHARD_HEADER_LEN].copy_from_slice(&h.encode());
         }
+        let envelope_len = envelope.len();
         drop(envelope);
         let stripe = crate::store::format::stripe_hash(&payload_hashes);
+        if let Some(st) = &self.stripes {
+            // Stored already (written, or in a stripe still in memory): the same bytes, nothing to add. The stripe
+            // hash is a function of the chunk alone, so it is the one recorded before.
+            if st.holds(id) {
+                return Ok((0, stripe));
+            }
+            let bytes = files.iter().map(|f| f.len() as u64).sum();
+            if st
+                .append(id, &files, envelope_len, |i| self.stripe_head(i))
+                .is_some()
+            {
+                // A failed write keeps the stripe in memory (readable) for `sync` to retry; only `sync` promises.
+                if let Err(e) = self.write_sealed(false) {
+                    tracing::debug!("writing a full stripe failed, kept for sync: {e}");
+                }
+            }
+            return Ok((bytes, stripe));
+        }
         let targets: Vec<usize> = (0..k + m)
             .filter(|&i| self.usable(self.disk_of(id, i)))
             .collect();
@@ -271,33 +492,13 @@ impl Store {
             let d = self.disk_of(id, i);
             self.slots[d].disk.put(&shard_name(&id.0, i), &files[i])
         });
-        let mut written = Vec::new();
-        let mut first_err: Option<Error> = None;
-        for (&i, r) in targets.iter().zip(results) {
-            let d = self.disk_of(id, i);
-            match r {
-                Ok(()) => {
-                    let c = &self.slots[d].counters;
-                    c.shard_writes.fetch_add(1, Ordering::Relaxed);
-                    c.shard_write_bytes
-                        .fetch_add(files[i].len() as u64, Ordering::Relaxed);
-                    written.push(i);
-                }
-                Err(e) => {
-                    self.note_error(d);
-                    self.disk_event(
-                        d,
-                        "write",
-                        tracing::Level::WARN,
-                        format_args!("writing a shard failed: {e}"),
-                    );
-                    // A full disk is the most actionable cause: report it in preference to others.
-                    if first_err.is_none() || matches!(e, Error::NoSpace { .. }) {
-                        first_err = Some(e);
-                    }
-                }
-            }
-        }
+        let (written, first_err) = self.tally_writes(
+            targets
+                .iter()
+                .zip(results)
+                .map(|(&i, r)| (i, self.disk_of(id, i), files[i].len(), r)),
+            "a shard",
+        );
         if written.len() < k + 1 {
             for &i in &written {
                 let _ = self.slots[self.disk_of(id, i)]
@@ -326,11 +527,30 @@ impl Store {
     }
 
     fn fetch(&self, id: &ChunkId, i: usize, volume_id: &[u8; 16], verify_payload: bool) -> Fetched {
-        let d = self.disk_of(id, i);
+        let found = match &self.stripes {
+            Some(st) => st.locate(id, Some(i)),
+            None => Found::Nowhere,
+        };
+        let (d, read) = match found {
+            Found::Memory(piece) => match piece {
+                Some(p) => return self.check_piece(id, i, volume_id, verify_payload, p),
+                None => return Fetched::Bad(ShardFault::Missing),
+            },
+            Found::Disk(loc) => {
+                let d = self.stripe_disk(&loc.stripe, i);
+                let name = stripe_name(&loc.stripe, i);
+                (d, (name, Some((loc.offset, loc.len as u64))))
+            }
+            Found::Nowhere => (self.disk_of(id, i), (shard_name(&id.0, i), None)),
+        };
         if !self.usable(d) {
             return Fetched::Bad(ShardFault::Missing);
         }
-        let file = match self.slots[d].disk.get(&shard_name(&id.0, i)) {
+        let got = match read.1 {
+            Some((off, len)) => self.slots[d].disk.get_range(&read.0, off, len),
+            None => self.slots[d].disk.get(&read.0),
+        };
+        let file = match got {
             Ok(f) => {
                 let c = &self.slots[d].counters;
                 c.shard_reads.fetch_add(1, Ordering::Relaxed);
@@ -356,6 +576,18 @@ impl Store {
                 return Fetched::Bad(ShardFault::Unreadable);
             }
         };
+        self.check_piece(id, i, volume_id, verify_payload, file)
+    }
+
+    /// Checks one shard's bytes (a v1 shard file, or a piece of a stripe) against the chunk it should be.
+    fn check_piece(
+        &self,
+        id: &ChunkId,
+        i: usize,
+        volume_id: &[u8; 16],
+        verify_payload: bool,
+        file: Vec<u8>,
+    ) -> Fetched {
         let (k, m) = {
             let h = self.header.read();
             (h.k, h.m)
@@ -506,7 +738,7 @@ impl Store {
                 Fetched::Good(..) => {
                     report.bad_shards.push(BadShard {
                         shard: i,
-                        disk: self.disk_of(id, i),
+                        disk: self.piece_disk(id, i),
                         fault: ShardFault::Corrupt,
                     });
                     shards.push(None);
@@ -514,7 +746,7 @@ impl Store {
                 Fetched::Bad(fault) => {
                     report.bad_shards.push(BadShard {
                         shard: i,
-                        disk: self.disk_of(id, i),
+                        disk: self.piece_disk(id, i),
                         fault,
                     });
                     shards.push(None);
@@ -556,7 +788,14 @@ impl Store {
             });
         };
         // Rebuilding parity costs as much as rebuilding data; do it only if a parity shard can be healed.
-        let heal_parity = !self.read_only
+        // Pieces inside a stripe file are not rewritten in place (a stripe file is replaced whole, by stripe-aware
+        // repair: not built yet); v1 shards are healed as before.
+        let may_heal = !self.read_only
+            && self
+                .stripes
+                .as_ref()
+                .map_or(true, |st| matches!(st.locate(id, None), Found::Nowhere));
+        let heal_parity = may_heal
             && report
                 .bad_shards
                 .iter()
@@ -578,7 +817,7 @@ impl Store {
         }
         envelope.truncate(env_len as usize);
         let plain = self.open_envelope(id, volume_id, envelope)?;
-        if !self.read_only {
+        if may_heal {
             report.healed = self.heal(id, env_len, &shards, &report.bad_shards);
         }
         Ok((plain, report))
@@ -666,6 +905,19 @@ impl Store {
             (h.k as usize, h.m as usize)
         };
         let mut first_err = None;
+        if let Some(dead) = self.stripes.as_ref().and_then(|st| st.delete(id)) {
+            // The last live chunk of a stripe: its files go. (Partly dead stripes wait for a repack.)
+            for i in 0..k + m {
+                let d = self.stripe_disk(&dead, i);
+                if !self.usable(d) {
+                    continue;
+                }
+                if let Err(e) = self.slots[d].disk.delete(&stripe_name(&dead, i)) {
+                    self.note_error(d);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
         for i in 0..k + m {
             let d = self.disk_of(id, i);
             if !self.usable(d) {
@@ -687,6 +939,9 @@ impl Store {
         if self.read_only {
             return Ok(());
         }
+        // The open stripe (short, if it is not full) goes to the disks first: an fsync never waits for a stripe
+        // to fill, nor writes padding. A stripe that misses its quorum fails the sync (it stays in memory).
+        self.write_sealed(true)?;
         // Puts that return from here on are the next sync's business.
         let puts = std::mem::take(&mut *self.unsynced.lock());
         let idx: Vec<usize> = (0..self.slots.len()).filter(|&d| self.usable(d)).collect();
@@ -733,7 +988,11 @@ impl Store {
 
     /// Every chunk id with at least one shard on a usable disk (sorted). For gc and fsck.
     pub fn list_chunks(&self) -> Result<Vec<ChunkId>> {
-        let mut ids = BTreeSet::new();
+        let mut ids: BTreeSet<ChunkId> = self
+            .stripes
+            .as_ref()
+            .map(|st| st.chunks().into_iter().collect())
+            .unwrap_or_default();
         for (d, s) in self.slots.iter().enumerate() {
             if !self.usable(d) {
                 continue;
@@ -754,13 +1013,17 @@ impl Store {
                 if !self.usable(d) {
                     return None;
                 }
-                self.slots[d]
-                    .disk
-                    .list(&format!("{SHARD_DIR}/"))
-                    .ok()
-                    .map(|v| v.len())
+                let disk = &self.slots[d].disk;
+                let shards = disk.list(&format!("{SHARD_DIR}/")).ok()?.len();
+                let stripes = disk.list(&format!("{STRIPE_DIR}/")).ok()?.len();
+                Some(shards + stripes)
             })
             .collect()
+    }
+
+    /// Format v3: how many stripes hold live chunks on the disks (`None` for other formats).
+    pub fn stripe_count(&self) -> Option<usize> {
+        self.stripes.as_ref().map(|st| st.stripe_count())
     }
 }
 

@@ -15,6 +15,11 @@ pub const FORMAT_V1: u16 = 1;
 /// Format v2: the disk header carries a keyed MAC, envelopes use Padmé size classes and a v2 AAD, and the
 /// chunker's gear table comes from a keyed XOF (FORMAT.md "Format v2").
 pub const FORMAT_V2: u16 = 2;
+/// Format v3 (experimental, not created unless asked for): v2 plus packed stripes (`store/stripe.rs`, FORMAT.md
+/// §14): chunks are appended to shared stripes, one file per disk per stripe.
+pub const FORMAT_V3: u16 = 3;
+/// The newest format version this build reads and can create.
+pub const FORMAT_NEWEST: u16 = FORMAT_V3;
 /// Version field of shard headers. Their layout is the same in v1 and v2 volumes, so it stays 1.
 pub const SHARD_VERSION: u16 = 1;
 
@@ -22,6 +27,8 @@ pub const SHARD_VERSION: u16 = 1;
 pub const DISK_HEADER_NAME: &str = "valencefs.hdr";
 /// Directory holding the fan-out tree of shard files.
 pub const SHARD_DIR: &str = "shards";
+/// Directory holding packed stripe files (format v3).
+pub const STRIPE_DIR: &str = "stripes";
 
 pub const DISK_MAGIC: [u8; 8] = *b"VALENCFS";
 pub const SHARD_MAGIC: [u8; 8] = *b"VLNCSHRD";
@@ -287,10 +294,10 @@ impl DiskHeader {
             ));
         }
         let version = le16(b, 8);
-        if !(FORMAT_V1..=FORMAT_VERSION).contains(&version) {
+        if !(FORMAT_V1..=FORMAT_NEWEST).contains(&version) {
             return Err(Error::Format(format!(
                 "disk header format version {version}; this build reads versions {FORMAT_V1} to \
-                 {FORMAT_VERSION} (a newer valencefs wrote it?)"
+                 {FORMAT_NEWEST} (a newer valencefs wrote it?)"
             )));
         }
         let len = DiskHeader::len_of(version);
@@ -488,13 +495,17 @@ pub fn shard_name(chunk_id: &[u8; 32], index: usize) -> String {
 /// Parses a name produced by [`shard_name`] back into (chunk id, shard index); `None` for anything else
 /// (temp files, stray files), which listing therefore ignores.
 pub fn parse_shard_name(name: &str) -> Option<([u8; 32], usize)> {
-    let file = name.rsplit('/').next()?;
+    parse_object_name(name.rsplit('/').next()?)
+}
+
+/// Parses `<2N hex digits>.<index>` (the last component of a shard or stripe file name).
+pub(crate) fn parse_object_name<const N: usize>(file: &str) -> Option<([u8; N], usize)> {
     let (hex, idx) = file.split_once('.')?;
-    if hex.len() != 64 {
+    if hex.len() != 2 * N {
         return None;
     }
     let index: usize = idx.parse().ok()?;
-    let mut id = [0u8; 32];
+    let mut id = [0u8; N];
     for (i, byte) in id.iter_mut().enumerate() {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }

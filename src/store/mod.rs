@@ -13,6 +13,7 @@ pub mod erasure;
 pub mod format;
 pub mod scan;
 mod snapshot;
+pub mod stripe;
 mod volume;
 
 pub use snapshot::{LoadedSnapshot, SnapshotPointer};
@@ -217,6 +218,8 @@ pub struct Store {
     /// The disk sets that chunks put since the last `sync` were written to (each set once): `sync` checks that
     /// every one keeps k+1 shards on disks whose sync succeeded.
     unsynced: Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// Format v3: the packed stripes (open stripe, chunk → stripe index). `None` for v1/v2 volumes.
+    stripes: Option<stripe::Stripes>,
 }
 
 impl Store {

@@ -12,7 +12,7 @@ use super::disk::Disk;
 use super::erasure::Codec;
 use super::format::{
     DiskHeader, Keyslot, DH_KEYSLOTS_END, DH_KEYSLOTS_OFF, DISK_HEADER_NAME, FLAG_COMPRESSION,
-    FORMAT_V1, FORMAT_VERSION, KEYSLOTS, SHARD_DIR,
+    FORMAT_NEWEST, FORMAT_V1, FORMAT_V3, KEYSLOTS, SHARD_DIR,
 };
 use super::{CreateOptions, DiskState, Slot, Store};
 use crate::error::{Error, Result};
@@ -129,9 +129,9 @@ impl Store {
                 }
             }
         }
-        if !(FORMAT_V1..=FORMAT_VERSION).contains(&opts.format) {
+        if !(FORMAT_V1..=FORMAT_NEWEST).contains(&opts.format) {
             return Err(Error::Invalid(format!(
-                "format version {}: this build writes v{FORMAT_V1} to v{FORMAT_VERSION}",
+                "format version {}: this build writes v{FORMAT_V1} to v{FORMAT_NEWEST}",
                 opts.format
             )));
         }
@@ -167,6 +167,7 @@ impl Store {
         Ok(Store {
             slots,
             codec: Codec::new(k, m)?,
+            stripes: (opts.format >= FORMAT_V3).then(Default::default),
             header: RwLock::new(header),
             gear: keys.gear(),
             keys,
@@ -372,9 +373,11 @@ impl Store {
                 list.join("; ")
             )));
         }
-        Ok(Store {
+        let packed = newest.version >= FORMAT_V3;
+        let mut store = Store {
             slots,
             codec: Codec::new(newest.k as usize, newest.m as usize)?,
+            stripes: None,
             header: RwLock::new(newest),
             gear: keys.gear(),
             keys,
@@ -382,7 +385,11 @@ impl Store {
             header_write: Mutex::new(()),
             counters: Default::default(),
             unsynced: Mutex::default(),
-        })
+        };
+        if packed {
+            store.stripes = Some(store.read_stripe_heads()?);
+        }
+        Ok(store)
     }
 
     /// Adds a keyslot for `passphrase`; returns its slot number.

@@ -61,6 +61,11 @@ impl Vol {
 
     /// Like [`Vol::new`], with `before_init(dir)` run first (to put the disk directories on special mounts).
     pub fn new_with(redundancy: &str, before_init: impl FnOnce(&Path)) -> Vol {
+        Vol::new_init(redundancy, &[], before_init)
+    }
+
+    /// Like [`Vol::new_with`], with more `init` options (e.g. `--chunk-size 64K`).
+    pub fn new_init(redundancy: &str, init_args: &[&str], before_init: impl FnOnce(&Path)) -> Vol {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         before_init(p);
@@ -84,6 +89,7 @@ impl Vol {
         ];
         let state = p.join("state").display().to_string();
         args.push(&state);
+        args.extend_from_slice(init_args);
         args.extend(disks.iter().map(String::as_str));
         let out = vfs(&args);
         assert!(out.status.success(), "init failed: {}", stderr(&out));

@@ -12,7 +12,7 @@ use rand::Rng;
 
 use super::{beneath, check_name, read_limit, too_large, Disk, DiskStat};
 use crate::error::{Error, Result};
-use crate::store::format::{DISK_HEADER_NAME, SHARD_DIR};
+use crate::store::format::{DISK_HEADER_NAME, SHARD_DIR, STRIPE_DIR};
 
 /// A [`Disk`] backed by a directory.
 ///
@@ -257,7 +257,7 @@ impl Disk for DirDisk {
         let dir = self.ensure_dir(&root, dir_rel)?;
         let tmp = format!("{file}.tmp-{:016x}", rand::thread_rng().gen::<u64>());
         // See the durability argument on the type: only new shards wait for `sync`.
-        let deferred = name.starts_with(SHARD_DIR)
+        let deferred = (name.starts_with(SHARD_DIR) || name.starts_with(STRIPE_DIR))
             && !beneath::exists(&dir, file).map_err(|e| self.map_err(&path, e))?;
         let write = || -> std::io::Result<()> {
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
@@ -299,6 +299,38 @@ impl Disk for DirDisk {
             ))),
             Err(e) => Err(self.map_err(&path, e)),
         }
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        check_name(name)?;
+        let path = self.root.join(name);
+        let root = self.open_root().map_err(|e| self.map_err(&self.root, e))?;
+        let f = beneath::open(&root, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)
+            .map_err(|e| self.map_err(&path, e))?;
+        let meta = f.metadata().map_err(|e| self.map_err(&path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Corrupt(format!(
+                "{}: object {name} is not a regular file",
+                self.describe()
+            )));
+        }
+        // Sized from the file as it is now, so a sparse giant costs only what is asked for.
+        let want = len
+            .min(super::MAX_OBJECT_LEN)
+            .min(meta.len().saturating_sub(offset)) as usize;
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.map_err(&path, e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
     }
 
     fn delete(&self, name: &str) -> Result<()> {

@@ -58,6 +58,16 @@ impl MemDisk {
         }
     }
 
+    /// The live object `name` (shared, not copied).
+    fn live(&self, name: &str) -> Result<Arc<Vec<u8>>> {
+        self.state
+            .lock()
+            .live
+            .get(name)
+            .cloned()
+            .ok_or(Error::NotFound)
+    }
+
     /// Total bytes of all live objects.
     pub fn bytes(&self) -> u64 {
         self.state
@@ -84,18 +94,17 @@ impl Disk for MemDisk {
     }
 
     fn get_limited(&self, name: &str, max: u64) -> Result<Vec<u8>> {
-        let obj = self
-            .state
-            .lock()
-            .live
-            .get(name)
-            .cloned()
-            .ok_or(Error::NotFound)?;
+        let obj = self.live(name)?;
         let limit = read_limit(max);
         if obj.len() as u64 > limit {
             return Err(too_large(&self.describe(), name, obj.len() as u64, limit));
         }
         Ok(obj.as_ref().clone())
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let obj = self.live(name)?;
+        Ok(super::range_of(&obj, offset, len).to_vec())
     }
 
     fn delete(&self, name: &str) -> Result<()> {

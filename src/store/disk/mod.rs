@@ -12,6 +12,8 @@
 //!   object (a sparse multi-GB file or a huge S3 object planted by whoever holds the disk) is `Error::Corrupt`,
 //!   refused from its size (fstat, Content-Length) before reading, and bounded while reading in case it grows.
 //!   `get` is `get_limited(name, MAX_OBJECT_LEN)`.
+//! - `get_range(name, offset, len)` returns the bytes `[offset, offset + len)`, fewer at the end of the object
+//!   (none at or past it), like `pread`; never more than `min(len, MAX_OBJECT_LEN)` bytes.
 //! - `list(prefix)` returns every stored name starting with `prefix`, in no particular order, and never
 //!   temporary names.
 //! - `sync` makes every `put`/`delete` that returned before it durable.
@@ -46,6 +48,15 @@ pub(crate) fn too_large(disk: &str, name: &str, len: u64, limit: u64) -> Error {
     ))
 }
 
+/// `[offset, offset + len)` of `data`, clipped to its end and to [`MAX_OBJECT_LEN`].
+pub(crate) fn range_of(data: &[u8], offset: u64, len: u64) -> &[u8] {
+    let start = offset.min(data.len() as u64) as usize;
+    let end = offset
+        .saturating_add(len.min(MAX_OBJECT_LEN))
+        .min(data.len() as u64) as usize;
+    &data[start..end]
+}
+
 /// The effective limit of a `get_limited(_, max)`.
 pub(crate) fn read_limit(max: u64) -> u64 {
     max.min(MAX_OBJECT_LEN)
@@ -74,6 +85,12 @@ pub trait Disk: Send + Sync {
     /// implementations.
     fn get(&self, name: &str) -> Result<Vec<u8>> {
         self.get_limited(name, MAX_OBJECT_LEN)
+    }
+    /// Reads up to `len` bytes from `offset` (fewer at the object's end; see the module contract). Implementations
+    /// that can read a part of an object without the rest override this default, which reads the whole object.
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let all = self.get(name)?;
+        Ok(range_of(&all, offset, len).to_vec())
     }
     /// Removes the object; absent is not an error.
     fn delete(&self, name: &str) -> Result<()>;
