@@ -2,7 +2,8 @@
 //!
 //! Run: `bench/store.sh` (= `cargo bench --bench store`). Env: `VFS_BENCH_MIB` (pipeline data per repeat,
 //! default 128), `VFS_BENCH_REPEATS` (default 3), `VFS_BENCH_DIR` (default /dev/shm),
-//! `VFS_BENCH_ONLY` (e.g. `3+2 mem`: one pipeline only).
+//! `VFS_BENCH_ONLY` (e.g. `3+2 mem v3`: one pipeline only), `VFS_BENCH_CHUNK` (average chunk size, e.g. `64K`).
+//! Every pipeline runs for format v2 (one stripe per chunk) and v3 (packed stripes).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -194,19 +195,23 @@ fn main() {
         let read_ceiling = cores as f64 * harmonic(&[aes_open, b3]);
         let degraded_ceiling = cores as f64 * harmonic(&[aes_open, b3, rec]);
         for kind in ["mem", "tmpfs"] {
-            // VFS_BENCH_ONLY="3+2 mem" runs just that pipeline (for profiling).
-            if std::env::var("VFS_BENCH_ONLY").is_ok_and(|o| o != format!("{k}+{m} {kind}")) {
-                continue;
+            for format in [2u16, 3] {
+                // VFS_BENCH_ONLY="3+2 mem v3" runs just that pipeline (for profiling).
+                if std::env::var("VFS_BENCH_ONLY")
+                    .is_ok_and(|o| o != format!("{k}+{m} {kind} v{format}"))
+                {
+                    continue;
+                }
+                pipeline(
+                    (kind, format),
+                    k,
+                    m,
+                    &data,
+                    repeats,
+                    &shm,
+                    (write_ceiling, read_ceiling, degraded_ceiling),
+                );
             }
-            pipeline(
-                kind,
-                k,
-                m,
-                &data,
-                repeats,
-                &shm,
-                (write_ceiling, read_ceiling, degraded_ceiling),
-            );
         }
     }
     let _ = (zstd_r, zstd_t);
@@ -247,7 +252,7 @@ fn make_disks(
 }
 
 fn pipeline(
-    kind: &str,
+    (kind, format): (&str, u16),
     k: usize,
     m: usize,
     data: &[u8],
@@ -268,6 +273,15 @@ fn pipeline(
                 m: m as u8,
             },
             kdf: KdfParams::insecure_fast(),
+            format,
+            // VFS_BENCH_CHUNK=64K: the average chunk size (default 1M).
+            chunker: std::env::var("VFS_BENCH_CHUNK")
+                .ok()
+                .map(|c| {
+                    let kib: u64 = c.trim_end_matches(['K', 'k']).parse().expect("64K");
+                    valencefs::store::ChunkerParams::with_avg(kib << 10).unwrap()
+                })
+                .unwrap_or_default(),
             ..CreateOptions::default()
         };
         let dyn_disks: Vec<Arc<dyn Disk>> =
@@ -332,7 +346,7 @@ fn pipeline(
     let (dm, dl, dh) = med(&mut d);
     let gib = data.len() as f64 / (1024.0 * MIB);
     println!(
-        "{k}+{m} {kind:<5} write {wm:>6.0} MiB/s ({wl:.0}-{wh:.0}) = {:.2}× ceiling {:.0} | read {rm:>6.0} ({rl:.0}-{rh:.0}) = {:.2}× ceiling {:.0} | degraded read ({m} lost) {dm:>6.0} ({dl:.0}-{dh:.0}) = {:.2}× read | shard files/GiB {:.0} | stored/written {:.3}",
+        "{k}+{m} {kind:<5} v{format} write {wm:>6.0} MiB/s ({wl:.0}-{wh:.0}) = {:.2}× ceiling {:.0} | read {rm:>6.0} ({rl:.0}-{rh:.0}) = {:.2}× ceiling {:.0} | degraded read ({m} lost) {dm:>6.0} ({dl:.0}-{dh:.0}) = {:.2}× read | shard files/GiB {:.0} | stored/written {:.3}",
         wm / ceilings.0,
         ceilings.0,
         rm / ceilings.1,
