@@ -2,12 +2,15 @@
 # Mounted throughput of a mixed volume (3 local directories + 2 S3 buckets on moto servers) against an all-local
 # volume (5 directories), personal 3+2, in the same run.
 # Usage: bench/s3.sh [SIZE_MIB] [REPEATS]   (defaults 1024 and 1; needs root, fuse3, moto_server, python3)
+# FORMAT=3 makes both volumes packed-stripe volumes (format v3, experimental); the default is v2. At the end the
+# objects in each bucket are counted, per GiB written.
 # The S3 figure measures moto (a single-threaded Python server, one per bucket here, on this machine's cores) as
 # much as valencefs: ~830 shard objects per GiB per disk, each a signed HTTP request. Read it as a lower bound.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
 REPEATS=${2:-1}
+FORMAT=${FORMAT:-2}
 command -v moto_server >/dev/null || { echo "moto_server missing: pip install 'moto[server]'" >&2; exit 1; }
 cargo build --release --bin valencefs -q
 VFS=$PWD/target/release/valencefs
@@ -43,9 +46,11 @@ endpoint = "http://127.0.0.1:${ports[1]}"
 TOML
 echo "bench passphrase" > "$W/pass"
 mkdir -p "$W/mnt-local" "$W/mnt-s3"
-"$VFS" init --config "$W/local.toml" --passfile "$W/pass" --state "$W/state-local" "$W"/l{1..5} >/dev/null
-"$VFS" init --config "$W/s3.toml.vol" --passfile "$W/pass" --state "$W/state-s3" --s3-config "$W/s3.toml" \
-    "$W"/s{1..3} s3://bench-a/vol s3://bench-b/vol >/dev/null
+chmod 600 "$W/pass"
+"$VFS" init --format "$FORMAT" --config "$W/local.toml" --passfile "$W/pass" --state "$W/state-local" \
+    "$W"/l{1..5} >/dev/null
+"$VFS" init --format "$FORMAT" --config "$W/s3.toml.vol" --passfile "$W/pass" --state "$W/state-s3" \
+    --s3-config "$W/s3.toml" "$W"/s{1..3} s3://bench-a/vol s3://bench-b/vol >/dev/null
 "$VFS" mount -o passfile="$W/pass" "$W/local.toml" "$W/mnt-local"
 "$VFS" mount -o passfile="$W/pass" "$W/s3.toml.vol" "$W/mnt-s3"
 head -c $((SIZE << 20)) /dev/urandom > "$W/src"
@@ -67,4 +72,28 @@ for _ in $(seq "$REPEATS"); do
     done
 done
 cmp "$W/src" "$W/mnt-s3/big" && echo "mixed volume content verified"
+count_objects() { # port bucket -> number of objects (ListObjectsV2, paginated)
+    python3 - "$1" "$2" <<'PY'
+import re, sys, urllib.parse, urllib.request
+port, bucket = sys.argv[1], sys.argv[2]
+n, token = 0, None
+while True:
+    q = {"list-type": "2", "max-keys": "1000"}
+    if token:
+        q["continuation-token"] = token
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/{bucket}?{urllib.parse.urlencode(q)}").read().decode()
+    n += body.count("<Key>")
+    m = re.search(r"<NextContinuationToken>([^<]+)</NextContinuationToken>", body)
+    if not m:
+        break
+    token = m.group(1)
+print(n)
+PY
+}
+"$VFS" umount "$W/mnt-s3"
+for i in 0 1; do
+    b=$([ $i = 0 ] && echo a || echo b)
+    n=$(count_objects "${ports[$i]}" "bench-$b")
+    echo "bucket bench-$b: $n objects after ${REPEATS} x ${SIZE} MiB written = $(echo "$n * 1024 / ($SIZE * $REPEATS)" | bc) per GiB (format v$FORMAT)"
+done
 echo "size ${SIZE} MiB, ${REPEATS} repeats, 3+2, release build, local disks on $(df --output=fstype "$W" | tail -1)"
