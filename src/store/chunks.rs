@@ -13,7 +13,7 @@ use super::format::{
 use super::stripe::{
     self, parse_stripe_name, stripe_name, Found, Sealed, StripeHeader, StripeId, Stripes,
 };
-use super::{BadShard, ChunkId, DiskState, ReadReport, ShardFault, Store};
+use super::{BadShard, ChunkId, DiskState, ReadReport, RepackReport, ShardFault, Store};
 use crate::error::{Error, Result};
 
 /// zstd settings for chunk bodies: level 1 (the fastest positive level; on typical data within a few % of level 3)
@@ -203,6 +203,80 @@ impl Store {
         }
         on.sort_unstable();
         Ok(on)
+    }
+
+    /// Repacks a format v3 volume's stripes (FORMAT.md §14): deletes the files of stripes no live chunk is left
+    /// in, and rewrites the live chunks of every stripe whose live bytes fall below `below` (a fraction) of its
+    /// bytes, or that is short (under a quarter of a full stripe) while others are too, into new full stripes.
+    /// Ordering (MUST): the new stripes are durable (`sync`, with the write quorum) before any old stripe file is
+    /// deleted, so a crash leaves a chunk in two stripes, never in none. Live chunks are read verified (degraded if
+    /// need be) and sealed again to the same bytes. Deletions are durable after the caller's next `sync`.
+    /// Chunks are live while the store's map names them: run it after the caller has deleted what is unreferenced.
+    pub fn repack(&self, below: f64) -> Result<RepackReport> {
+        let mut report = RepackReport::default();
+        let Some(st) = &self.stripes else {
+            return Ok(report);
+        };
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let usage = st.usage();
+        // Piece bytes per file of a full stripe: the target's envelopes over k, plus shard headers.
+        let full = stripe::STRIPE_TARGET / self.redundancy().k as usize;
+        let short = |u: &stripe::StripeUse| (u.total_bytes as usize) < full / 4;
+        let shorts = usage
+            .iter()
+            .filter(|u| !u.live.is_empty() && short(u))
+            .count();
+        let mut old = Vec::new();
+        for u in &usage {
+            if u.live.is_empty() {
+                old.push(u.id);
+                continue;
+            }
+            let sparse = (u.live_bytes as f64) < below * u.total_bytes as f64;
+            if !(sparse || short(u) && shorts > 1) {
+                continue;
+            }
+            for id in &u.live {
+                let plain = self.get(id)?;
+                report.bytes_read += plain.len() as u64;
+                let (bytes, _) = self.put_inner(id, &plain, true)?;
+                report.bytes_written += bytes;
+                report.chunks_moved += 1;
+            }
+            report.stripes_repacked += 1;
+            old.push(u.id);
+        }
+        if old.is_empty() {
+            return Ok(report);
+        }
+        // The new stripes durable first.
+        self.sync()?;
+        let width = self.redundancy_width();
+        for id in &old {
+            if st.usage().iter().any(|u| u.id == *id && !u.live.is_empty()) {
+                continue; // a chunk could not move (it will on a later run)
+            }
+            for i in 0..width {
+                let d = self.stripe_disk(id, i);
+                if self.usable(d) {
+                    self.slots[d].disk.delete(&stripe_name(id, i))?;
+                }
+            }
+            st.forget(id);
+            report.stripes_deleted += 1;
+            report.bytes_deleted += usage
+                .iter()
+                .find(|u| u.id == *id)
+                .map_or(0, |u| u.total_bytes * width as u64);
+        }
+        Ok(report)
+    }
+
+    fn redundancy_width(&self) -> usize {
+        let r = self.redundancy();
+        r.k as usize + r.m as usize
     }
 
     /// Counts and logs the outcome of writing shard `i` (`len` bytes) to disk `d`, for every `(i, d, len, result)`;
@@ -398,6 +472,11 @@ impl Store {
 
     /// [`Store::put`], also returning the chunk's stripe hash ([`crate::store::format::stripe_hash`]).
     pub fn put_stripe(&self, id: &ChunkId, plaintext: &[u8]) -> Result<(u64, [u8; 32])> {
+        self.put_inner(id, plaintext, false)
+    }
+
+    /// [`Store::put_stripe`]; `again`: append to the open stripe even if a stripe holds the chunk (a repack).
+    fn put_inner(&self, id: &ChunkId, plaintext: &[u8], again: bool) -> Result<(u64, [u8; 32])> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -470,7 +549,7 @@ impl Store {
         if let Some(st) = &self.stripes {
             // Stored already (written, or in a stripe still in memory): the same bytes, nothing to add. The stripe
             // hash is a function of the chunk alone, so it is the one recorded before.
-            if st.holds(id) {
+            if !again && st.holds(id) {
                 return Ok((0, stripe));
             }
             let bytes = files.iter().map(|f| f.len() as u64).sum();

@@ -193,6 +193,37 @@ pub struct ReadReport {
     pub healed: Vec<usize>,
 }
 
+/// What [`Store::repack`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RepackReport {
+    /// Stripes whose live chunks were rewritten into new stripes.
+    pub stripes_repacked: u64,
+    /// Stripes whose files were deleted (repacked ones, and ones no live chunk was left in).
+    pub stripes_deleted: u64,
+    pub chunks_moved: u64,
+    /// Plaintext bytes of the chunks moved.
+    pub bytes_read: u64,
+    /// Bytes of the pieces written again (all k+m files).
+    pub bytes_written: u64,
+    /// Piece bytes of the deleted stripes (all k+m files).
+    pub bytes_deleted: u64,
+}
+
+impl RepackReport {
+    /// Bytes the disks hold fewer after the repack: deleted minus written again.
+    pub fn bytes_freed(&self) -> u64 {
+        self.bytes_deleted.saturating_sub(self.bytes_written)
+    }
+
+    /// Bytes written per byte freed: what the repack cost for what it gave back (0 when it freed nothing).
+    pub fn write_amplification(&self) -> f64 {
+        match self.bytes_freed() {
+            0 => 0.0,
+            f => self.bytes_written as f64 / f as f64,
+        }
+    }
+}
+
 /// Per-disk runtime record.
 struct Slot {
     disk: Arc<dyn Disk>,

@@ -201,9 +201,22 @@ struct Open {
     envelope_bytes: usize,
 }
 
-/// Per written stripe: how many of its chunks are still live.
+/// Per written stripe: how many of its chunks, and of its piece bytes (per file), are still live.
+#[derive(Clone, Copy, Debug, Default)]
 struct Info {
     live: usize,
+    live_bytes: u64,
+    total_bytes: u64,
+}
+
+/// A written stripe as the repacker sees it.
+#[derive(Clone, Debug)]
+pub struct StripeUse {
+    pub id: StripeId,
+    /// Chunks whose map entry points into this stripe.
+    pub live: Vec<ChunkId>,
+    pub live_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// Where `Store::locate` found a chunk.
@@ -247,23 +260,55 @@ impl Stripes {
                     },
                 );
             }
+            let total_bytes = entries.iter().map(|e| e.len as u64).sum();
             inner.stripes.insert(
                 id,
                 Info {
-                    live: entries.len(),
+                    total_bytes,
+                    ..Info::default()
                 },
             );
         }
-        // A chunk in two stripes (a repack or re-put cut short) counts once, where the index points.
-        let mut live: HashMap<StripeId, usize> = HashMap::new();
-        for loc in inner.index.values() {
-            *live.entry(loc.stripe).or_default() += 1;
-        }
-        for (id, info) in inner.stripes.iter_mut() {
-            info.live = live.get(id).copied().unwrap_or(0);
+        // A chunk in two stripes (a repack cut short) counts once, where the index points; a stripe left with no
+        // live chunk is for the repacker to delete.
+        let locs: Vec<Loc> = inner.index.values().copied().collect();
+        for loc in locs {
+            if let Some(info) = inner.stripes.get_mut(&loc.stripe) {
+                info.live += 1;
+                info.live_bytes += loc.len as u64;
+            }
         }
         Stripes {
             inner: Mutex::new(inner),
+        }
+    }
+
+    /// Every written stripe with its live chunks and bytes (for the repacker).
+    pub fn usage(&self) -> Vec<StripeUse> {
+        let inner = self.inner.lock();
+        let mut live: HashMap<StripeId, Vec<ChunkId>> = HashMap::new();
+        for (id, loc) in &inner.index {
+            live.entry(loc.stripe).or_default().push(*id);
+        }
+        let mut out: Vec<StripeUse> = inner
+            .stripes
+            .iter()
+            .map(|(id, info)| StripeUse {
+                id: *id,
+                live: live.remove(id).unwrap_or_default(),
+                live_bytes: info.live_bytes,
+                total_bytes: info.total_bytes,
+            })
+            .collect();
+        out.sort_by_key(|u| u.id);
+        out
+    }
+
+    /// Forgets a stripe whose files are being deleted (it must hold no live chunk).
+    pub fn forget(&self, id: &StripeId) {
+        let mut inner = self.inner.lock();
+        if inner.stripes.get(id).is_some_and(|i| i.live == 0) {
+            inner.stripes.remove(id);
         }
     }
 
@@ -344,26 +389,34 @@ impl Stripes {
     }
 
     /// Records that a sealed stripe's files are on the disks: its chunks are read from there from now on.
+    /// A chunk written again (a repack) moves here: the stripe it left counts one live chunk fewer.
     pub fn written(&self, s: &Sealed) {
         let mut inner = self.inner.lock();
         inner.sealed.retain(|x| x.id != s.id);
-        let mut live = 0;
+        let mut info = Info {
+            total_bytes: s.entries.iter().map(|e| e.len as u64).sum(),
+            ..Info::default()
+        };
         for e in &s.entries {
             let id = ChunkId(e.chunk);
             if inner.deleted_unwritten.remove(&id) {
                 continue;
             }
-            live += 1;
-            inner.index.insert(
-                id,
-                Loc {
-                    stripe: s.id,
-                    offset: e.offset,
-                    len: e.len,
-                },
-            );
+            info.live += 1;
+            info.live_bytes += e.len as u64;
+            let loc = Loc {
+                stripe: s.id,
+                offset: e.offset,
+                len: e.len,
+            };
+            if let Some(old) = inner.index.insert(id, loc) {
+                if let Some(o) = inner.stripes.get_mut(&old.stripe) {
+                    o.live = o.live.saturating_sub(1);
+                    o.live_bytes = o.live_bytes.saturating_sub(old.len as u64);
+                }
+            }
         }
-        inner.stripes.insert(s.id, Info { live });
+        inner.stripes.insert(s.id, info);
     }
 
     /// Drops a chunk; returns a stripe none of whose chunks is live any more (its files can go).
@@ -382,6 +435,7 @@ impl Stripes {
         };
         let info = inner.stripes.get_mut(&loc.stripe)?;
         info.live = info.live.saturating_sub(1);
+        info.live_bytes = info.live_bytes.saturating_sub(loc.len as u64);
         if info.live == 0 {
             inner.stripes.remove(&loc.stripe);
             return Some(loc.stripe);
