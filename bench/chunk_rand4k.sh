@@ -16,6 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 echo bench > "$W/pass"
+chmod 600 "$W/pass"  # passfiles open to others are refused
 head -c $((SIZE << 20)) /dev/urandom > "$W/src"
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }

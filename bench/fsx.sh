@@ -20,6 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "fsx passphrase" > "$W/pass"
+chmod 600 "$W/pass"  # passfiles open to others are refused
 
 # run NAME CACHE_SIZE FSX_ARGS...: a fresh 2+1 volume with 4 KiB chunks, one fsx run, unmount, fsck (with shards).
 run() {

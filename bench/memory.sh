@@ -16,6 +16,7 @@ cleanup() { "$VFS" umount "$W/v" 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 mkdir -p "$W/v"
 echo "bench passphrase" > "$W/pass"
+chmod 600 "$W/pass"  # passfiles open to others are refused
 "$VFS" init --config "$W/vol.toml" --passfile "$W/pass" --state "$W/state" "$W"/d{0..4} >/dev/null
 median() { sort -g | awk '{a[NR]=$1} END {printf "%d (%d-%d)", a[int((NR+1)/2)], a[1], a[NR]}'; }
 for size in $SIZES; do

@@ -20,7 +20,8 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$W/v" "$W/g" "$W/gc"
 echo "bench passphrase" > "$W/pass"
-"$VFS" init --config "$W/vol.toml" --passfile "$W/pass" --state "$W/state" "$W"/d{0..4} >/dev/null
+chmod 600 "$W/pass"  # passfiles open to others are refused
+"$VFS" init --format "${FORMAT:-2}" --config "$W/vol.toml" --passfile "$W/pass" --state "$W/state" "$W"/d{0..4} >/dev/null
 "$VFS" mount -o passfile="$W/pass" "$W/vol.toml" "$W/v"
 gocryptfs -q -init -passfile "$W/pass" "$W/gc" >/dev/null
 gocryptfs -q -passfile "$W/pass" "$W/gc" "$W/g"

@@ -32,6 +32,7 @@ as_pg "$PGBIN/pg_ctl" -D "$W/pg/data" -o "-k $W/pg -c listen_addresses=''" -l "$
 as_pg "$PGBIN/createdb" -h "$W/pg" bench
 as_pg "$PGBIN/pgbench" -h "$W/pg" -i -s "$SCALE" -q bench >/dev/null 2>&1
 echo "bench passphrase" > "$W/pass"
+chmod 600 "$W/pass"  # passfiles open to others are refused
 for v in $VARIANTS; do
     opts=allow_other; [ "$v" = default ] || opts="$opts,$v"
     "$VFS" init --config "$W/vol-$v.toml" --passfile "$W/pass" --state "$W/state-$v" "$W/disks-$v"/d{0..4} >/dev/null

@@ -86,6 +86,7 @@ echo "pgbench -i -s $SCALE and small tables: $(since "$s") s; database $(sql "SE
 
 # One volume (personal, 3+2, default compression) per format and chunk size, so each one's bytes are its own.
 echo bench > "$W/pass"
+chmod 600 "$W/pass"  # passfiles open to others are refused
 VOLS=$(for f in $FORMATS; do for c in $CHUNKS; do echo "$f-$c"; done; done)
 for v in $VOLS; do
     mkdir -p "$W/mnt-$v"

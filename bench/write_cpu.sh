@@ -15,6 +15,7 @@ cleanup() { "$VFS" umount "$W/v" 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 mkdir -p "$W/v" "$W/raw"
 echo "bench passphrase" > "$W/pass"
+chmod 600 "$W/pass"  # passfiles open to others are refused
 "$VFS" init ${INIT_OPTS:-} --config "$W/vol.toml" --passfile "$W/pass" --state "$W/state" "$W"/d{0..4} >/dev/null
 "$VFS" mount -o passfile="$W/pass"${VFS_OPTS:+,$VFS_OPTS} "$W/vol.toml" "$W/v"
 pid=$(pgrep -f "daemon-child $W/vol.toml")
