@@ -313,22 +313,113 @@ fn tools_that_do_not_read_stripes_yet_refuse_rather_than_report_nothing() {
         other => panic!("{what}: {other:?}"),
     };
     refused(
-        valencefs::maint::scrub::scrub(
-            &as_dyn(&disks),
-            None,
-            &valencefs::maint::scrub::ScrubOptions::default(),
-        )
-        .map(|_| ()),
-        "scrub",
-    );
-    refused(
         valencefs::maint::status::status(&store, None).map(|_| ()),
         "status",
     );
     refused(
-        valencefs::maint::replace::replace(&store, 1, &mut |_| true).map(|_| ()),
-        "replace",
+        valencefs::maint::status::status_keyless(&as_dyn(&disks), None).map(|_| ()),
+        "status (keyless)",
     );
+    refused(
+        valencefs::maint::integrity::verify(&store, None, None).map(|_| ()),
+        "scrub --integrity",
+    );
+}
+
+fn scrub(disks: &[Arc<dyn Disk>], repair: Option<&Store>) -> valencefs::maint::scrub::ScrubReport {
+    valencefs::maint::scrub::scrub(
+        disks,
+        repair,
+        &valencefs::maint::scrub::ScrubOptions::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn scrub_checks_every_piece_of_every_stripe_and_repair_rewrites_bad_files() {
+    let v = DirVolume::new();
+    let store = Store::create(v.disks(), &v3(), PASS).unwrap();
+    let data = mixed(6 << 20, 40);
+    let ids = write_all(&store, &data);
+    store.sync().unwrap();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    let clean = scrub(&v.disks(), None);
+    assert_eq!(clean.exit_code(), 0, "{}", clean.summary());
+    assert_eq!(clean.chunks_checked as usize, unique.len());
+    assert!(clean.stripes_checked >= 1);
+    let on_disks: u64 = v.paths.iter().map(|p| sh_bytes(&p.join(STRIPE_DIR))).sum();
+    assert_eq!(
+        clean.bytes_checked, on_disks,
+        "every byte of every stripe file read"
+    );
+    // Rot one byte in the middle of a file on disk 1, and delete a file on disk 3.
+    let files = |d: usize| -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for sub in std::fs::read_dir(v.paths[d].join(STRIPE_DIR)).unwrap() {
+            for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+        out
+    };
+    let rot = files(1)[0].clone();
+    let mut b = std::fs::read(&rot).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(&rot, &b).unwrap();
+    std::fs::remove_file(&files(3)[0]).unwrap();
+    let found = scrub(&v.disks(), None);
+    assert_eq!(found.exit_code(), 1, "{}", found.summary());
+    assert!(
+        found.disks[1].corrupt >= 1 && found.disks[3].missing >= 1,
+        "{found:?}"
+    );
+    assert_eq!(found.unrecoverable, 0);
+    // Reads are still right, from the other files.
+    assert_eq!(read_all(&store, &ids).unwrap(), data);
+    let fixed = scrub(&v.disks(), Some(&store));
+    assert!(fixed.stripe_files_repaired >= 2, "{}", fixed.summary());
+    assert_eq!(fixed.exit_code(), 0, "{:?}", fixed.bad_chunks);
+    let again = scrub(&v.disks(), None);
+    assert_eq!(again.exit_code(), 0, "{}", again.summary());
+    assert_eq!(again.bad_shards(), 0);
+    drop(store);
+    let store = Store::open(v.disks(), PASS).unwrap();
+    assert_eq!(read_all(&store, &ids).unwrap(), data);
+}
+
+#[test]
+fn disk_replace_rebuilds_the_stripe_files_of_a_dead_disk() {
+    let v = DirVolume::new();
+    let store = Store::create(v.disks(), &v3(), PASS).unwrap();
+    let data = mixed(6 << 20, 41);
+    let ids = write_all(&store, &data);
+    store.sync().unwrap();
+    drop(store);
+    // Disk 2 dies; a blank directory takes its place.
+    std::fs::remove_dir_all(&v.paths[2]).unwrap();
+    std::fs::create_dir_all(&v.paths[2]).unwrap();
+    let store = Store::open(v.disks(), PASS).unwrap();
+    let r = valencefs::maint::replace::replace(&store, 2, &mut |_| true).unwrap();
+    eprintln!("{}", r.summary());
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert!(
+        r.stripe_files >= 1 && r.progress.shards_rebuilt == r.stripe_files,
+        "{r:?}"
+    );
+    let after = scrub(&v.disks(), None);
+    assert_eq!(after.exit_code(), 0, "{}", after.summary());
+    assert_eq!(after.disks[2].missing, 0);
+    // The volume now survives two more losses, disk 2 included.
+    drop(store);
+    for d in [0, 4] {
+        let moved = v.paths[d].with_extension("away");
+        std::fs::rename(&v.paths[d], &moved).unwrap();
+    }
+    let store = Store::open(v.disks(), PASS).unwrap();
+    assert_eq!(read_all(&store, &ids).unwrap(), data);
 }
 
 /// Bytes of every stripe file on the disks.

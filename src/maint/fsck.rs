@@ -315,6 +315,9 @@ pub fn fsck(meta: &Meta, store: Option<&Store>, repair: bool) -> Result<FsckRepo
     let mut data_bytes: HashMap<u64, u64> = HashMap::new();
     let mut max_end: HashMap<u64, u64> = HashMap::new();
     let mut refs: BTreeMap<ChunkId, u64> = BTreeMap::new();
+    if let Some(s) = store {
+        super::refuse_packed(s.format_version(), "fsck's shard check")?;
+    }
     let keyless = store.map(|s| (s.disks(), keyless_volume(&s.disks())));
     for (ino, e) in &extents {
         *data_bytes.entry(*ino).or_default() += e.len as u64;

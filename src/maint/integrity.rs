@@ -92,6 +92,7 @@ pub fn verify(
     local: Option<&Meta>,
     sample: Option<(f64, u64)>,
 ) -> Result<IntegrityReport> {
+    super::refuse_packed(store.format_version(), "scrub --integrity")?;
     let loaded = store.load_snapshot()?;
     // Read-only use: nothing this opening writes becomes durable anywhere.
     let snap = Meta::open_sim(SimFile::new(loaded.db, || false))?;

@@ -33,6 +33,8 @@ pub struct ReplaceReport {
     pub complete: bool,
     /// The slot's state afterwards.
     pub state: String,
+    /// Packed stripes (format v3) with a file on the slot; each file counts as one shard in `progress`.
+    pub stripe_files: u64,
 }
 
 impl ReplaceReport {
@@ -117,7 +119,6 @@ pub fn replace_with(
     threads: usize,
     progress: &mut dyn FnMut(&ReplaceProgress) -> bool,
 ) -> Result<ReplaceReport> {
-    super::refuse_packed(store.format_version(), "disk replace")?;
     let start = Instant::now();
     let disks = store.disks();
     let disk = disks
@@ -125,7 +126,12 @@ pub fn replace_with(
         .ok_or_else(|| Error::Invalid(format!("no disk #{slot}")))?
         .clone();
     store.readmit(slot)?;
-    let ids = store.list_chunks()?;
+    // Chunks in packed stripes are rebuilt a stripe file at a time, after the per-chunk shards.
+    let ids: Vec<ChunkId> = store
+        .list_chunks()?
+        .into_iter()
+        .filter(|id| !store.in_stripe(id))
+        .collect();
     let mut report = ReplaceReport {
         slot,
         path: disk.describe(),
@@ -187,6 +193,14 @@ pub fn replace_with(
             report.complete = report.progress.chunks_done == report.progress.chunks_total;
             break;
         }
+    }
+    if report.complete {
+        let r = store.rebuild_stripes_on(slot)?;
+        report.progress.shards_present += r.present;
+        report.progress.shards_rebuilt += r.rebuilt;
+        report.progress.bytes_rebuilt += r.bytes;
+        report.stripe_files = r.stripes;
+        report.failed.extend(r.failed);
     }
     store.sync()?;
     let health = store.health();

@@ -322,6 +322,7 @@ pub fn usage(meta: &Meta) -> Result<Usage> {
 /// the listings, space from the disks, usage from the metadata when given. Error counts are 0 (no store is open).
 pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<StatusReport> {
     let vol = keyless_volume(disks)?;
+    super::refuse_packed(vol.format_version, "status's shard census")?;
     let (k, m) = (vol.expect.k, vol.expect.m);
     let mut not_ok = 0;
     let lifetime = lifetime_counters(meta, disks.len())?;

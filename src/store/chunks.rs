@@ -108,7 +108,7 @@ impl Store {
     }
 
     /// Disk holding file `i` of a stripe: the same rule as for a chunk, from the (random) stripe id.
-    fn stripe_disk(&self, stripe: &StripeId, i: usize) -> usize {
+    pub(super) fn stripe_disk(&self, stripe: &StripeId, i: usize) -> usize {
         let n = self.slots.len();
         let start = (u64::from_le_bytes(stripe[..8].try_into().expect("8")) % n as u64) as usize;
         (start + i) % n
@@ -123,7 +123,7 @@ impl Store {
     }
 
     /// Header of file `i` of the stripe being sealed (its id is filled in by the sealer).
-    fn stripe_head(&self, i: usize) -> StripeHeader {
+    pub(super) fn stripe_head(&self, i: usize) -> StripeHeader {
         let h = self.header.read();
         StripeHeader {
             k: h.k,
@@ -694,7 +694,7 @@ impl Store {
     }
 
     /// Opens an envelope, decompresses, and checks that the plaintext hashes back to `id`.
-    fn open_envelope(
+    pub(super) fn open_envelope(
         &self,
         id: &ChunkId,
         volume_id: &[u8; 16],

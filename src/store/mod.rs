@@ -14,6 +14,9 @@ pub mod format;
 pub mod scan;
 mod snapshot;
 pub mod stripe;
+mod stripe_repair;
+
+pub use stripe_repair::StripeRebuild;
 mod volume;
 
 pub use snapshot::{LoadedSnapshot, SnapshotPointer};

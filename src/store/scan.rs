@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use super::disk::Disk;
 use super::format::{
-    parse_shard_name, shard_name, DiskHeader, ShardHeader, DISK_HEADER_NAME, SHARD_DIR,
+    parse_shard_name, shard_name, DiskHeader, ShardHeader, DISK_HEADER_NAME, SHARD_DIR, STRIPE_DIR,
 };
+use super::stripe::{decode_head, parse_stripe_name, stripe_name, Entry, StripeId};
 use super::{ChunkId, Store};
 use crate::error::{Error, Result};
 
@@ -146,4 +147,173 @@ impl Store {
 /// File name of shard `index` of `id` on its disk.
 pub fn shard_name_of(id: &ChunkId, index: usize) -> String {
     shard_name(&id.0, index)
+}
+
+/// Every stripe file name on a disk, parsed: (stripe id, file index). Temporary and stray files are skipped.
+pub fn list_stripes(disk: &dyn Disk) -> Result<Vec<(StripeId, usize)>> {
+    if !disk.stat().present {
+        return Ok(Vec::new());
+    }
+    Ok(disk
+        .list(&format!("{STRIPE_DIR}/"))?
+        .iter()
+        .filter_map(|n| parse_stripe_name(n))
+        .collect())
+}
+
+/// Disk (position in the configuration) holding file `index` of stripe `id` on a volume of `disks` disks.
+pub fn stripe_disk(id: &StripeId, index: usize, disks: usize) -> usize {
+    let start = (u64::from_le_bytes(id[..8].try_into().expect("8")) % disks as u64) as usize;
+    (start + index) % disks
+}
+
+/// One file of a stripe as a keyless check found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StripeFile {
+    /// Present, and its head (header and index) checks and agrees with the stripe's.
+    Good,
+    Missing,
+    Unreadable(String),
+    Corrupt(String),
+}
+
+/// A stripe's files read whole and checked without the key, and every chunk its index names checked piece by
+/// piece (each piece is a v1 shard file: [`verify_shard_file`]).
+#[derive(Clone, Debug)]
+pub struct StripeCheck {
+    pub id: StripeId,
+    /// Per file index: its disk and state.
+    pub files: Vec<(usize, StripeFile)>,
+    /// Per chunk of the index, per shard index: (disk, check of its piece). Empty when no file's head is readable.
+    pub chunks: Vec<(ChunkId, Vec<(usize, ShardCheck)>)>,
+    /// Bytes of stripe files read.
+    pub bytes: u64,
+}
+
+impl StripeCheck {
+    /// File indexes that are not good or hold a piece that is not: what a repair must rewrite.
+    pub fn bad_files(&self) -> Vec<usize> {
+        (0..self.files.len())
+            .filter(|&i| {
+                self.files[i].1 != StripeFile::Good
+                    || self
+                        .chunks
+                        .iter()
+                        .any(|(_, s)| !matches!(s[i].1, ShardCheck::Good { .. }))
+            })
+            .collect()
+    }
+}
+
+/// Reads and checks every file of stripe `id` (keyless). `usable[d]`: disk d may be read.
+pub fn check_stripe(
+    disks: &[Arc<dyn Disk>],
+    usable: &[bool],
+    expect: &ShardExpect,
+    id: &StripeId,
+) -> StripeCheck {
+    let n = (expect.k + expect.m) as usize;
+    let mut bytes = 0;
+    let mut files = Vec::with_capacity(n);
+    let mut heads: Vec<Option<Vec<Entry>>> = Vec::with_capacity(n);
+    let mut data: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+    for i in 0..n {
+        let d = stripe_disk(id, i, disks.len());
+        let got = if usable[d] {
+            disks[d].get(&stripe_name(id, i))
+        } else {
+            Err(Error::NotFound)
+        };
+        let (state, head, body) = match got {
+            Err(Error::NotFound) => (StripeFile::Missing, None, None),
+            Err(e) => (StripeFile::Unreadable(e.to_string()), None, None),
+            Ok(b) => {
+                bytes += b.len() as u64;
+                match decode_head(&b) {
+                    Ok((h, e))
+                        if h.stripe_id == *id
+                            && h.volume_id == expect.volume_id
+                            && h.index as usize == i
+                            && (h.k, h.m) == (expect.k, expect.m) =>
+                    {
+                        (StripeFile::Good, Some(e), Some(b))
+                    }
+                    Ok(_) => (
+                        StripeFile::Corrupt(
+                            "head names another stripe, volume, index or layout".into(),
+                        ),
+                        None,
+                        None,
+                    ),
+                    Err(e) => (StripeFile::Corrupt(e.to_string()), None, None),
+                }
+            }
+        };
+        files.push((d, state));
+        heads.push(head);
+        data.push(body);
+    }
+    // The index most good files agree on (normally all of them).
+    let mut entries: Option<&Vec<Entry>> = None;
+    let mut best = 0;
+    for h in heads.iter().flatten() {
+        let votes = heads.iter().flatten().filter(|o| *o == h).count();
+        if votes > best {
+            best = votes;
+            entries = Some(h);
+        }
+    }
+    let Some(entries) = entries.cloned() else {
+        return StripeCheck {
+            id: *id,
+            files,
+            chunks: Vec::new(),
+            bytes,
+        };
+    };
+    for i in 0..n {
+        if files[i].1 == StripeFile::Good && heads[i].as_ref() != Some(&entries) {
+            files[i].1 = StripeFile::Corrupt("its index differs from the other files'".into());
+            data[i] = None;
+        }
+    }
+    let chunks = entries
+        .iter()
+        .map(|e| {
+            let chunk = ChunkId(e.chunk);
+            let shards = (0..n)
+                .map(|i| {
+                    let check = match (&files[i].1, &data[i]) {
+                        (StripeFile::Good, Some(b)) => {
+                            match b.get(e.offset as usize..(e.offset + e.len as u64) as usize) {
+                                Some(piece) => verify_shard_file(piece, &chunk, i, expect),
+                                None => ShardCheck::Corrupt {
+                                    reason: "stripe file cut short".into(),
+                                    bytes: 0,
+                                },
+                            }
+                        }
+                        (StripeFile::Missing, _) => ShardCheck::Missing,
+                        (StripeFile::Unreadable(why), _) => ShardCheck::Unreadable(why.clone()),
+                        (StripeFile::Corrupt(why), _) => ShardCheck::Corrupt {
+                            reason: format!("stripe file: {why}"),
+                            bytes: 0,
+                        },
+                        (StripeFile::Good, None) => ShardCheck::Corrupt {
+                            reason: "stripe file not read".into(),
+                            bytes: 0,
+                        },
+                    };
+                    (files[i].0, check)
+                })
+                .collect();
+            (chunk, shards)
+        })
+        .collect();
+    StripeCheck {
+        id: *id,
+        files,
+        chunks,
+        bytes,
+    }
 }
