@@ -9,6 +9,8 @@ SIZE=${1:-1024}
 REPEATS=${2:-3}
 FILES=${FILES:-10000}
 command -v gocryptfs >/dev/null || { apt-get update -qq && apt-get install -y -qq gocryptfs; }
+# Debian's gocryptfs runs /bin/fusermount (FUSE 2), which fuse3 does not ship; fusermount3 takes the same arguments.
+if [ ! -e /bin/fusermount ] && command -v fusermount3 >/dev/null; then ln -s "$(command -v fusermount3)" /bin/fusermount; fi
 cargo build --release --bin valencefs -q
 VFS=$PWD/target/release/valencefs
 W=$(mktemp -d /var/tmp/vbench.XXXXXX)
