@@ -169,19 +169,21 @@ impl Store {
     /// Puts a sealed stripe's k+m files; returns the disks that took one (sorted), if at least k+1 did.
     fn write_stripe_files(&self, s: &Sealed) -> Result<Vec<u8>> {
         let k = self.header.read().k as usize;
-        let targets: Vec<usize> = (0..s.files.len())
+        let targets: Vec<usize> = (0..s.width())
             .filter(|&i| self.usable(self.stripe_disk(&s.id, i)))
             .collect();
         let results = self.par_map(&targets, |i| {
             let d = self.stripe_disk(&s.id, i);
-            self.slots[d].disk.put(&stripe_name(&s.id, i), &s.files[i])
+            self.slots[d]
+                .disk
+                .put_parts(&stripe_name(&s.id, i), &s.file_parts(i))
         });
         let mut on: Vec<u8> = Vec::new();
         let (ok, first_err) = self.tally_writes(
             targets
                 .iter()
                 .zip(results)
-                .map(|(&i, r)| (i, self.stripe_disk(&s.id, i), s.files[i].len(), r)),
+                .map(|(&i, r)| (i, self.stripe_disk(&s.id, i), s.file_len(i), r)),
             "a stripe file",
         );
         on.extend(ok.iter().map(|&i| self.stripe_disk(&s.id, i) as u8));
@@ -196,7 +198,7 @@ impl Store {
                 Error::Volume(format!(
                     "only {} of {} files of a stripe could be placed (disks unavailable); need {}",
                     on.len(),
-                    s.files.len(),
+                    s.width(),
                     k + 1
                 ))
             }));
@@ -554,7 +556,7 @@ impl Store {
             }
             let bytes = files.iter().map(|f| f.len() as u64).sum();
             if st
-                .append(id, &files, envelope_len, |i| self.stripe_head(i))
+                .append(id, files, envelope_len, |i| self.stripe_head(i))
                 .is_some()
             {
                 // A failed write keeps the stripe in memory (readable) for `sync` to retry; only `sync` promises.

@@ -177,8 +177,11 @@ pub struct Loc {
 pub(super) struct Sealed {
     pub id: StripeId,
     pub entries: Vec<Entry>,
-    /// File i's bytes, complete (header, index, pieces).
-    pub files: Vec<Vec<u8>>,
+    /// File i's head (header and index).
+    pub heads: Vec<Vec<u8>>,
+    /// File i's pieces, one buffer per chunk in index order: the buffers `put` made, never copied (a file is
+    /// written with one vectored `put_parts`).
+    pub pieces: Vec<Vec<Vec<u8>>>,
     /// Held while a thread writes the files; `true` once they are on the disks (with the write quorum).
     pub written: Mutex<bool>,
 }
@@ -186,9 +189,26 @@ pub(super) struct Sealed {
 impl Sealed {
     /// Piece `i` of `chunk`, if this stripe holds it.
     fn piece(&self, chunk: &ChunkId, i: usize) -> Option<Vec<u8>> {
-        let e = self.entries.iter().find(|e| e.chunk == chunk.0)?;
-        let f = self.files.get(i)?;
-        Some(f[e.offset as usize..e.offset as usize + e.len as usize].to_vec())
+        let j = self.entries.iter().position(|e| e.chunk == chunk.0)?;
+        self.pieces.get(i)?.get(j).cloned()
+    }
+
+    /// Number of files (k+m).
+    pub fn width(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Bytes of file `i`.
+    pub fn file_len(&self, i: usize) -> usize {
+        self.heads[i].len() + self.pieces[i].iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// File `i` as the parts of one vectored write.
+    pub fn file_parts(&self, i: usize) -> Vec<&[u8]> {
+        let mut parts = Vec::with_capacity(1 + self.pieces[i].len());
+        parts.push(self.heads[i].as_slice());
+        parts.extend(self.pieces[i].iter().map(Vec::as_slice));
+        parts
     }
 }
 
@@ -196,8 +216,8 @@ impl Sealed {
 #[derive(Default)]
 struct Open {
     chunks: Vec<([u8; 32], u32)>,
-    /// Pieces of file i, back to back.
-    pieces: Vec<Vec<u8>>,
+    /// Pieces of file i, one buffer per chunk.
+    pieces: Vec<Vec<Vec<u8>>>,
     envelope_bytes: usize,
 }
 
@@ -319,12 +339,7 @@ impl Stripes {
             return Found::Disk(*loc);
         }
         if let Some(j) = inner.open.chunks.iter().position(|(c, _)| *c == id.0) {
-            let off: usize = inner.open.chunks[..j].iter().map(|c| c.1 as usize).sum();
-            let len = inner.open.chunks[j].1 as usize;
-            return Found::Memory(piece.and_then(|i| {
-                let p = inner.open.pieces.get(i)?;
-                Some(p[off..off + len].to_vec())
-            }));
+            return Found::Memory(piece.and_then(|i| inner.open.pieces.get(i)?.get(j).cloned()));
         }
         for s in &inner.sealed {
             if s.entries.iter().any(|e| e.chunk == id.0) {
@@ -339,12 +354,12 @@ impl Stripes {
         !matches!(self.locate(id, None), Found::Nowhere)
     }
 
-    /// Appends a chunk's k+m pieces (v1 shard files) to the open stripe; returns the stripe sealed if it reached
-    /// its target, for the caller to write.
+    /// Appends a chunk's k+m pieces (v1 shard files, moved in: no copy) to the open stripe; returns the stripe
+    /// sealed if it reached its target, for the caller to write.
     pub fn append(
         &self,
         id: &ChunkId,
-        files: &[Vec<u8>],
+        files: Vec<Vec<u8>>,
         envelope_len: usize,
         head: impl Fn(usize) -> StripeHeader,
     ) -> Option<Arc<Sealed>> {
@@ -354,10 +369,11 @@ impl Stripes {
         if open.pieces.is_empty() {
             open.pieces = vec![Vec::new(); files.len()];
         }
+        let len = files[0].len() as u32;
         for (p, f) in open.pieces.iter_mut().zip(files) {
-            p.extend_from_slice(f);
+            p.push(f);
         }
-        open.chunks.push((id.0, files[0].len() as u32));
+        open.chunks.push((id.0, len));
         open.envelope_bytes += envelope_len;
         if open.envelope_bytes >= STRIPE_TARGET || open.chunks.len() >= STRIPE_MAX_CHUNKS {
             return Some(inner.seal(head));
@@ -477,22 +493,18 @@ impl Inner {
             });
             at += *len as u64;
         }
-        let files = open
-            .pieces
-            .into_iter()
-            .enumerate()
-            .map(|(i, pieces)| {
+        let heads = (0..open.pieces.len())
+            .map(|i| {
                 let mut h = head(i);
                 h.stripe_id = id;
-                let mut f = encode_head(&h, &entries);
-                f.extend_from_slice(&pieces);
-                f
+                encode_head(&h, &entries)
             })
             .collect();
         let s = Arc::new(Sealed {
             id,
             entries,
-            files,
+            heads,
+            pieces: open.pieces,
             written: Mutex::new(false),
         });
         self.sealed.push(s.clone());

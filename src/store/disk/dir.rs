@@ -242,6 +242,10 @@ impl Disk for DirDisk {
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.put_parts(name, &[data])
+    }
+
+    fn put_parts(&self, name: &str, parts: &[&[u8]]) -> Result<()> {
         check_name(name)?;
         let path = self.root.join(name);
         let root = if name == DISK_HEADER_NAME {
@@ -262,7 +266,9 @@ impl Disk for DirDisk {
         let write = || -> std::io::Result<()> {
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
             let mut f = beneath::open(&dir, &tmp, flags, 0o666)?;
-            f.write_all(data)?;
+            for part in parts {
+                f.write_all(part)?;
+            }
             if deferred {
                 start_writeback(&f);
             } else {

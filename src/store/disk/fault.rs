@@ -44,6 +44,20 @@ pub struct FaultDisk {
 }
 
 impl FaultDisk {
+    /// The configured read damage applied to a whole object's bytes.
+    fn damage(f: &Faults, name: &str, mut data: Vec<u8>) -> Vec<u8> {
+        if f.flip_bits && !data.is_empty() {
+            let h = blake3::hash(name.as_bytes());
+            let pos =
+                u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8")) as usize % data.len();
+            data[pos] ^= 1 << (h.as_bytes()[8] % 8);
+        }
+        if f.truncate {
+            data.truncate(data.len() / 2);
+        }
+        data
+    }
+
     pub fn new(inner: Arc<dyn Disk>) -> FaultDisk {
         FaultDisk {
             inner,
@@ -125,6 +139,10 @@ impl Disk for FaultDisk {
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.put_parts(name, &[data])
+    }
+
+    fn put_parts(&self, name: &str, parts: &[&[u8]]) -> Result<()> {
         let f = self.begin()?;
         self.check_write(&f, name)?;
         let budget_exhausted = f
@@ -135,7 +153,7 @@ impl Disk for FaultDisk {
                 disk: self.describe(),
             });
         }
-        self.inner.put(name, data)
+        self.inner.put_parts(name, parts)
     }
 
     fn get_limited(&self, name: &str, max: u64) -> Result<Vec<u8>> {
@@ -143,17 +161,22 @@ impl Disk for FaultDisk {
         if f.eio_read {
             return Err(self.eio(name));
         }
-        let mut data = self.inner.get_limited(name, max)?;
-        if f.flip_bits && !data.is_empty() {
-            let h = blake3::hash(name.as_bytes());
-            let pos =
-                u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8")) as usize % data.len();
-            data[pos] ^= 1 << (h.as_bytes()[8] % 8);
+        let data = self.inner.get_limited(name, max)?;
+        Ok(Self::damage(&f, name, data))
+    }
+
+    /// A range of the object as [`FaultDisk::get_limited`] would return it whole: without a bit-flip or
+    /// truncation fault, straight from the inner disk's range read (the store reads pieces of stripe files).
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let f = self.begin()?;
+        if f.eio_read {
+            return Err(self.eio(name));
         }
-        if f.truncate {
-            data.truncate(data.len() / 2);
+        if !f.flip_bits && !f.truncate {
+            return self.inner.get_range(name, offset, len);
         }
-        Ok(data)
+        let all = Self::damage(&f, name, self.inner.get(name)?);
+        Ok(super::range_of(&all, offset, len).to_vec())
     }
 
     fn delete(&self, name: &str) -> Result<()> {

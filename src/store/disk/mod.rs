@@ -77,6 +77,11 @@ pub trait Disk: Send + Sync {
     fn describe(&self) -> String;
     /// Stores `data` under `name`, atomically replacing any previous object.
     fn put(&self, name: &str, data: &[u8]) -> Result<()>;
+    /// [`Disk::put`] of the concatenation of `parts` (a stripe file: its head, then every chunk's piece). Disks
+    /// that can write the parts one after the other override this default, which concatenates them first.
+    fn put_parts(&self, name: &str, parts: &[&[u8]]) -> Result<()> {
+        self.put(name, &parts.concat())
+    }
     /// Reads the whole object if it holds at most `max` bytes (never more than [`MAX_OBJECT_LEN`], whatever
     /// `max` says); a larger object is `Error::Corrupt` and is not read. Callers that know how large an object
     /// can legally be (a shard of a chunk) pass that bound.
