@@ -967,7 +967,13 @@ fn status(config: &Path, json: bool) -> Outcome {
     let mountpoint = mounts_of(&source.display().to_string());
     // The keyless report (disk headers, shard counts, space; usage when not mounted). Absent if no disk is readable.
     let mut report = maint::status_report(&cfg);
-    let health = health_line(missing, m, report.as_ref());
+    let packed = report.is_none() && maint::packed_volume(&cfg);
+    let mut health = health_line(missing, m, report.as_ref());
+    if packed {
+        health +=
+            " (disks only: shards of packed-stripe volumes, format v3, are not counted here; \
+                   `valencefs scrub` checks every stripe)";
+    }
     // While mounted the daemon holds the metadata database: ask it for the per-disk counters instead.
     if let (Some(r), Some(_)) = (&mut report, pid) {
         if let Ok(live) = crate::stats_server::query(&cfg.state_dir) {
