@@ -136,8 +136,8 @@ pub enum Command {
         /// Weak, fast key derivation. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1).
         #[arg(long, hide = true)]
         kdf_fast: bool,
-        /// On-disk format version: 2 (default), 1 (for older builds), or 3 (experimental packed stripes: status's
-        /// census, fsck's shard check and scrub --integrity refuse such a volume until the next release).
+        /// On-disk format version: 2 (default), 1 (for older builds), or 3 (experimental packed stripes: status
+        /// does not count the shards inside stripes yet).
         #[arg(long, hide = true, value_name = "N")]
         format: Option<u16>,
         /// TOML file with the [s3] settings (endpoint, region, credentials) to copy into the config; s3:// disks

@@ -315,9 +315,6 @@ pub fn fsck(meta: &Meta, store: Option<&Store>, repair: bool) -> Result<FsckRepo
     let mut data_bytes: HashMap<u64, u64> = HashMap::new();
     let mut max_end: HashMap<u64, u64> = HashMap::new();
     let mut refs: BTreeMap<ChunkId, u64> = BTreeMap::new();
-    if let Some(s) = store {
-        super::refuse_packed(s.format_version(), "fsck's shard check")?;
-    }
     let keyless = store.map(|s| (s.disks(), keyless_volume(&s.disks())));
     for (ino, e) in &extents {
         *data_bytes.entry(*ino).or_default() += e.len as u64;
@@ -331,8 +328,9 @@ pub fn fsck(meta: &Meta, store: Option<&Store>, repair: bool) -> Result<FsckRepo
         let mut fixed = false;
         if let (true, Some(s)) = (repair, store) {
             if let Ok(plain) = s.get(&e.chunk) {
-                let (stored, stripe) = match &keyless {
-                    Some((disks, Ok(vol))) => (
+                let (stored, stripe) = match (&keyless, s.stripe_chunk_check(&e.chunk)) {
+                    (_, Some(c)) => (c.bytes, c.stripe.unwrap_or_default()),
+                    (Some((disks, Ok(vol))), None) => (
                         shard_bytes(disks, vol, &e.chunk),
                         stripe_on_disks(disks, vol, &e.chunk).unwrap_or_default(),
                     ),
@@ -462,7 +460,12 @@ pub fn fsck(meta: &Meta, store: Option<&Store>, repair: bool) -> Result<FsckRepo
         );
         for id in refs.keys() {
             report.chunks_checked += 1;
-            let good = good_shards(disks, vol, id);
+            // A chunk in a packed stripe (format v3): its pieces, checked the same way, through the store's map.
+            let in_stripe = store.stripe_chunk_check(id);
+            let good = match &in_stripe {
+                Some(c) => c.good,
+                None => good_shards(disks, vol, id),
+            };
             if good == n {
                 continue;
             }
@@ -475,7 +478,13 @@ pub fn fsck(meta: &Meta, store: Option<&Store>, repair: bool) -> Result<FsckRepo
                 );
                 continue;
             }
-            let fixed = repair && store.scrub(id).is_ok() && good_shards(disks, vol, id) == n;
+            let fixed = repair
+                && if in_stripe.is_some() {
+                    store.repair_chunk_stripe(id).is_ok()
+                        && store.stripe_chunk_check(id).is_some_and(|c| c.good == n)
+                } else {
+                    store.scrub(id).is_ok() && good_shards(disks, vol, id) == n
+                };
             problem(
                 &mut report,
                 "chunk-degraded",

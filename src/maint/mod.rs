@@ -23,8 +23,7 @@ pub fn refuse_packed(format: u16, what: &str) -> Result<()> {
     if format >= crate::store::format::FORMAT_V3 {
         return Err(Error::Invalid(format!(
             "{what} does not handle packed-stripe volumes (format v{format}, experimental) yet: it would not look \
-             inside the stripe files. Mounting, reading, writing, gc (with repack), scrub (--repair) and disk \
-             replace work; status's shard census, fsck's shard check and scrub --integrity come next"
+             inside the stripe files; `valencefs scrub` checks every stripe"
         )));
     }
     Ok(())

@@ -94,7 +94,7 @@ fn packing(data: &[u8]) -> Packing {
 }
 
 /// Outcome of reading one shard file.
-enum Fetched {
+pub(super) enum Fetched {
     Good(ShardHeader, Vec<u8>),
     Bad(ShardFault),
 }
@@ -276,7 +276,7 @@ impl Store {
         Ok(report)
     }
 
-    fn redundancy_width(&self) -> usize {
+    pub(super) fn redundancy_width(&self) -> usize {
         let r = self.redundancy();
         r.k as usize + r.m as usize
     }
@@ -607,7 +607,13 @@ impl Store {
         self.get_report(id).map(|(data, _)| data)
     }
 
-    fn fetch(&self, id: &ChunkId, i: usize, volume_id: &[u8; 16], verify_payload: bool) -> Fetched {
+    pub(super) fn fetch(
+        &self,
+        id: &ChunkId,
+        i: usize,
+        volume_id: &[u8; 16],
+        verify_payload: bool,
+    ) -> Fetched {
         let found = match &self.stripes {
             Some(st) => st.locate(id, Some(i)),
             None => Found::Nowhere,

@@ -16,7 +16,7 @@ mod snapshot;
 pub mod stripe;
 mod stripe_repair;
 
-pub use stripe_repair::StripeRebuild;
+pub use stripe_repair::{PieceCensus, StripeRebuild};
 mod volume;
 
 pub use snapshot::{LoadedSnapshot, SnapshotPointer};

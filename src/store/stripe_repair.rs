@@ -9,6 +9,19 @@ use super::stripe::{self, Entry, StripeHeader, StripeId};
 use super::{ChunkId, Store};
 use crate::error::{Error, Result};
 
+/// The pieces of one chunk in a stripe, as [`Store::stripe_chunk_check`] found them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PieceCensus {
+    /// Pieces whose header and payload check.
+    pub good: usize,
+    /// No piece found at all.
+    pub all_missing: bool,
+    /// The chunk's stripe hash (FORMAT.md §13) when all k+m pieces are good.
+    pub stripe: Option<[u8; 32]>,
+    /// Bytes of the good pieces.
+    pub bytes: u64,
+}
+
 /// What [`Store::rebuild_stripes_on`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StripeRebuild {
@@ -199,6 +212,58 @@ impl Store {
         }
         self.sync()?;
         Ok(r)
+    }
+
+    /// For a chunk in a written stripe, what its k+m pieces look like (each read and checked against its own
+    /// checksums, no key needed for that); `None` for a chunk that is not in a stripe.
+    pub fn stripe_chunk_check(&self, id: &ChunkId) -> Option<PieceCensus> {
+        let st = self.stripes.as_ref()?;
+        if !matches!(st.locate(id, None), stripe::Found::Disk(_)) {
+            return None;
+        }
+        let vol = self.volume_id();
+        let n = self.redundancy_width();
+        let mut c = PieceCensus {
+            all_missing: true,
+            ..PieceCensus::default()
+        };
+        let mut hashes = Vec::with_capacity(n);
+        for i in 0..n {
+            match self.fetch(id, i, &vol, true) {
+                super::chunks::Fetched::Good(h, file) => {
+                    c.good += 1;
+                    c.bytes += file.len() as u64;
+                    c.all_missing = false;
+                    hashes.push(h.payload_hash);
+                }
+                super::chunks::Fetched::Bad(f) => {
+                    if f != super::ShardFault::Missing {
+                        c.all_missing = false;
+                    }
+                }
+            }
+        }
+        if hashes.len() == n {
+            c.stripe = Some(super::format::stripe_hash(&hashes));
+        }
+        Some(c)
+    }
+
+    /// Rewrites the bad files of the stripe holding `id` ([`Store::repair_stripe`]); `Ok(false)` when the chunk is
+    /// in no written stripe.
+    pub fn repair_chunk_stripe(&self, id: &ChunkId) -> Result<bool> {
+        let Some(stripe::Found::Disk(loc)) = self.stripes.as_ref().map(|st| st.locate(id, None))
+        else {
+            return Ok(false);
+        };
+        let expect = self.shard_expect();
+        let usable: Vec<bool> = (0..self.slots.len()).map(|d| self.usable(d)).collect();
+        let check = scan::check_stripe(&self.disks(), &usable, &expect, &loc.stripe);
+        let bad = check.bad_files();
+        if !bad.is_empty() {
+            self.repair_stripe(&loc.stripe, &bad)?;
+        }
+        Ok(true)
     }
 
     /// Whether a chunk lies in a packed stripe (format v3), written or still in memory.
