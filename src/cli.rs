@@ -136,8 +136,8 @@ pub enum Command {
         /// Weak, fast key derivation. Tests only (also VALENCEFS_INSECURE_FAST_KDF=1).
         #[arg(long, hide = true)]
         kdf_fast: bool,
-        /// On-disk format version: 2 (default), 1 (for older builds), or 3 (experimental packed stripes: status
-        /// does not count the shards inside stripes yet).
+        /// On-disk format version: 2 (default), 1 (for older builds), or 3 (experimental: packed stripes, many
+        /// chunks per file per disk; docs/FORMAT.md §14).
         #[arg(long, hide = true, value_name = "N")]
         format: Option<u16>,
         /// TOML file with the [s3] settings (endpoint, region, credentials) to copy into the config; s3:// disks
@@ -917,14 +917,24 @@ fn health_line(
     };
     let census = report.map(|r| r.census.clone()).unwrap_or_default();
     let mut line = match (missing, census.chunks_short) {
-        (n, _) if n > m => return format!("unreadable: {n} disks missing, redundancy tolerates {m}"),
+        (n, _) if n > m => {
+            return format!("unreadable: {n} disks missing, redundancy tolerates {m}")
+        }
         (0, 0) => "healthy".to_string(),
         (0, short) => format!(
-            "degraded: {short} chunk(s) lack shards (a disk was away or restored from an older copy; \
+            "degraded: {short} {} lack shards (a disk was away or restored from an older copy; \
              `valencefs scrub --repair` rebuilds them), can lose {} more",
+            if report.is_some_and(|r| r.format_version >= crate::store::format::FORMAT_V3) {
+                "chunk(s) or stripe(s)"
+            } else {
+                "chunk(s)"
+            },
             can_lose(m)
         ),
-        (n, _) => format!("degraded: {n} disk(s) missing, can lose {} more", can_lose(m - n)),
+        (n, _) => format!(
+            "degraded: {n} disk(s) missing, can lose {} more",
+            can_lose(m - n)
+        ),
     };
     let k = report.map_or(0, |r| r.k);
     if census.chunks_below_k > 0 && census.metadata_checked {
@@ -967,13 +977,7 @@ fn status(config: &Path, json: bool) -> Outcome {
     let mountpoint = mounts_of(&source.display().to_string());
     // The keyless report (disk headers, shard counts, space; usage when not mounted). Absent if no disk is readable.
     let mut report = maint::status_report(&cfg);
-    let packed = report.is_none() && maint::packed_volume(&cfg);
-    let mut health = health_line(missing, m, report.as_ref());
-    if packed {
-        health +=
-            " (disks only: shards of packed-stripe volumes, format v3, are not counted here; \
-                   `valencefs scrub` checks every stripe)";
-    }
+    let health = health_line(missing, m, report.as_ref());
     // While mounted the daemon holds the metadata database: ask it for the per-disk counters instead.
     if let (Some(r), Some(_)) = (&mut report, pid) {
         if let Ok(live) = crate::stats_server::query(&cfg.state_dir) {

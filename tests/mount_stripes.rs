@@ -60,10 +60,10 @@ fn small_files_pack_into_few_stripe_files_and_survive_a_remount() {
     let g = v.mount();
     assert_eq!(sums(&m), want);
     g.umount();
-    // status says what it did not count; scrub checks every stripe (keyless) and finds it clean.
+    // status counts the stripe files (healthy), and scrub checks every stripe (keyless) and finds it clean.
     let st = vfs(&["status", v.config.to_str().unwrap()]);
     let out = String::from_utf8_lossy(&st.stdout).to_string();
-    assert!(out.contains("packed-stripe"), "{out}{}", stderr(&st));
+    assert!(out.contains("health      healthy"), "{out}{}", stderr(&st));
     let sc = vfs(&["scrub", v.config.to_str().unwrap()]);
     assert!(
         sc.status.success(),

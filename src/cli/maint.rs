@@ -327,15 +327,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Whether the volume's disks say it is a packed-stripe volume (format v3), whose shard census `status` does not
-/// count yet.
-pub fn packed_volume(cfg: &Config) -> bool {
-    disks_of(cfg, &cfg.disks)
-        .ok()
-        .and_then(|d| crate::maint::scrub::keyless_volume(&d).ok())
-        .is_some_and(|v| v.format_version >= crate::store::format::FORMAT_V3)
-}
-
 /// The keyless status report, plus the usage figures when the metadata is not locked by a mount.
 pub fn status_report(cfg: &Config) -> Option<status::StatusReport> {
     let meta = maint::open_meta(&cfg.state_dir).ok();

@@ -17,18 +17,6 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::meta::Meta;
 
-/// Refuses a maintenance operation that does not understand packed stripes yet on a format v3 volume (experimental,
-/// FORMAT.md §14): it would report stripe data as absent or healthy without looking at it, or not rebuild it.
-pub fn refuse_packed(format: u16, what: &str) -> Result<()> {
-    if format >= crate::store::format::FORMAT_V3 {
-        return Err(Error::Invalid(format!(
-            "{what} does not handle packed-stripe volumes (format v{format}, experimental) yet: it would not look \
-             inside the stripe files; `valencefs scrub` checks every stripe"
-        )));
-    }
-    Ok(())
-}
-
 /// File name of the metadata database inside a state directory (as `Fs::start` creates it).
 pub const META_FILE: &str = "meta.redb";
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::meta::Meta;
 use crate::store::crypto::hex;
-use crate::store::scan::{list_shards, shard_disk};
+use crate::store::scan::{list_shards, list_stripes, shard_disk, stripe_disk};
 use crate::store::{Disk, DiskState, Store};
 
 use super::scrub::keyless_volume;
@@ -97,6 +97,7 @@ pub struct StatusReport {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ShardCensus {
     /// Chunks with at least k shards but not all k+m: readable, with less redundancy until `scrub --repair`.
+    /// A packed stripe (format v3) counts as one chunk here and below, with its files as shards.
     pub chunks_short: u64,
     /// Chunks with fewer than k shards: unreadable, or leftovers of an interrupted delete (`gc` frees those).
     /// When the metadata database could be read, only those it references (or holds) are counted here...
@@ -132,7 +133,23 @@ impl Shards {
 /// One figure per configured disk, `None` for a disk that is not usable.
 type PerDisk = Vec<Option<u64>>;
 
-/// Which of its k+m shards each chunk has on the listed disks (bit i = shard i, on the disk it belongs on).
+/// A packed stripe (format v3) counted as one unit of the census: its id, then a marker no keyed chunk id has in
+/// practice (2^-128). Its first 8 bytes are the stripe id's, so [`shard_disk`] places it as [`stripe_disk`] does.
+fn stripe_key(id: &crate::store::stripe::StripeId) -> crate::store::ChunkId {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(id);
+    k[16..].copy_from_slice(STRIPE_MARK);
+    crate::store::ChunkId(k)
+}
+
+const STRIPE_MARK: &[u8; 16] = b"valencefs stripe";
+
+fn is_stripe_key(id: &crate::store::ChunkId) -> bool {
+    &id.0[16..] == STRIPE_MARK
+}
+
+/// Which of its k+m shards each chunk has on the listed disks (bit i = shard i, on the disk it belongs on); a
+/// packed stripe is one unit, bit i = its file i.
 fn shard_masks(disks: &[Arc<dyn Disk>], listed: &[bool], n: usize) -> Result<(Masks, PerDisk)> {
     let mut masks = std::collections::HashMap::new();
     let mut counts = Vec::with_capacity(disks.len());
@@ -142,10 +159,19 @@ fn shard_masks(disks: &[Arc<dyn Disk>], listed: &[bool], n: usize) -> Result<(Ma
             continue;
         }
         let shards = list_shards(disk.as_ref())?;
-        counts.push(Some(shards.len() as u64));
+        let stripes = list_stripes(disk.as_ref())?;
+        counts.push(Some((shards.len() + stripes.len()) as u64));
         for (id, i) in shards {
             if i < n && shard_disk(&id, i, disks.len()) == d {
                 masks.entry(id).or_insert_with(Shards::default).insert(i);
+            }
+        }
+        for (id, i) in stripes {
+            if i < n && stripe_disk(&id, i, disks.len()) == d {
+                masks
+                    .entry(stripe_key(&id))
+                    .or_insert_with(Shards::default)
+                    .insert(i);
             }
         }
     }
@@ -189,7 +215,9 @@ fn census(
             if tx.is_none() {
                 tx = meta.map(|m| m.write()).transpose()?;
             }
+            // A stripe below k is damage: telling its chunks in use from leftovers would need its index read.
             let known = match &mut tx {
+                _ if is_stripe_key(id) => true,
                 Some(tx) => tx.chunk(id)?.is_some() || tx.held_chunk(id)?.is_some(),
                 None => true,
             };
@@ -244,7 +272,6 @@ impl StatusReport {
 
 /// Gathers the status. `meta` is optional: a mounted volume's database is locked by the daemon.
 pub fn status(store: &Store, meta: Option<&Meta>) -> Result<StatusReport> {
-    super::refuse_packed(store.format_version(), "status's shard census")?;
     let r = store.redundancy();
     let disks = store.disks();
     let health = store.health();
@@ -322,7 +349,6 @@ pub fn usage(meta: &Meta) -> Result<Usage> {
 /// the listings, space from the disks, usage from the metadata when given. Error counts are 0 (no store is open).
 pub fn status_keyless(disks: &[Arc<dyn Disk>], meta: Option<&Meta>) -> Result<StatusReport> {
     let vol = keyless_volume(disks)?;
-    super::refuse_packed(vol.format_version, "status's shard census")?;
     let (k, m) = (vol.expect.k, vol.expect.m);
     let mut not_ok = 0;
     let lifetime = lifetime_counters(meta, disks.len())?;
