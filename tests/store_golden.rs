@@ -1,4 +1,4 @@
-//! The golden volumes of every format version (`tests/fixtures/v1/`, `tests/fixtures/v2/`), each written once and
+//! The golden volumes of every format version (`tests/fixtures/v1/` … `v3/`), each written once and
 //! read by every build forever after. Regenerate only on purpose, one version at a time:
 //! `VALENCEFS_REGEN_GOLDEN=2 cargo test --test store_golden` (a new format version gets a new directory; the old
 //! ones stay as they are).
@@ -162,4 +162,10 @@ fn golden_v1_volume_opens_and_reads() {
 #[test]
 fn golden_v2_volume_opens_and_reads() {
     golden_volume_opens_and_reads(2);
+}
+
+/// Format v3 (packed stripes, experimental): pinned like the others, so a change of stripe layout is a new version.
+#[test]
+fn golden_v3_volume_opens_and_reads() {
+    golden_volume_opens_and_reads(3);
 }
