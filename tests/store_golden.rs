@@ -104,6 +104,15 @@ fn golden_volume_opens_and_reads(version: u16) {
     // Work on a copy: opening probes writability and a read may heal, neither may touch the fixture.
     let tmp = tempfile::tempdir().unwrap();
     copy_tree(&fixture(version), tmp.path());
+    // A keyless scrub finds every shard (or stripe piece) of the fixture clean.
+    let scrub = valencefs::maint::scrub::scrub(
+        &disks(tmp.path()),
+        None,
+        &valencefs::maint::scrub::ScrubOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(scrub.exit_code(), 0, "v{version}: {}", scrub.summary());
+    assert!(scrub.chunks_checked >= 5, "v{version}: {}", scrub.summary());
     let store = Store::open(disks(tmp.path()), &passphrase(version)).unwrap();
     assert_eq!(store.format_version(), version);
     assert_eq!(store.redundancy(), Redundancy { k: 2, m: 1 });
