@@ -205,6 +205,33 @@ impl StripeCheck {
     }
 }
 
+/// Whether file `index` of stripe `id` on `disk` is whole (keyless): its head checks and names this stripe,
+/// volume, index and layout, and every piece its index lists verifies. One read of that file only.
+pub fn stripe_file_ok(disk: &dyn Disk, expect: &ShardExpect, id: &StripeId, index: usize) -> bool {
+    let Ok(b) = disk.get(&stripe_name(id, index)) else {
+        return false;
+    };
+    let Ok((h, entries)) = decode_head(&b) else {
+        return false;
+    };
+    if h.stripe_id != *id
+        || h.volume_id != expect.volume_id
+        || h.index as usize != index
+        || (h.k, h.m) != (expect.k, expect.m)
+    {
+        return false;
+    }
+    entries.iter().all(|e| {
+        b.get(e.offset as usize..(e.offset + e.len as u64) as usize)
+            .is_some_and(|piece| {
+                matches!(
+                    verify_shard_file(piece, &ChunkId(e.chunk), index, expect),
+                    ShardCheck::Good { .. }
+                )
+            })
+    })
+}
+
 /// Reads and checks every file of stripe `id` (keyless). `usable[d]`: disk d may be read.
 pub fn check_stripe(
     disks: &[Arc<dyn Disk>],

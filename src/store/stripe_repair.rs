@@ -182,15 +182,14 @@ impl Store {
         let mut r = StripeRebuild::default();
         let expect = self.shard_expect();
         let n = (expect.k + expect.m) as usize;
-        let usable: Vec<bool> = (0..self.slots.len()).map(|d| self.usable(d)).collect();
         let disks = self.disks();
         for (done, sid) in self.stripe_ids()?.into_iter().enumerate() {
             let Some(i) = (0..n).find(|&i| self.stripe_disk(&sid, i) == slot) else {
                 continue;
             };
             r.stripes += 1;
-            let check = scan::check_stripe(&disks, &usable, &expect, &sid);
-            if !check.bad_files().contains(&i) {
+            // Only the slot's own file is read to decide (the others are read by the repair, if one is needed).
+            if scan::stripe_file_ok(disks[slot].as_ref(), &expect, &sid, i) {
                 r.present += 1;
                 continue;
             }
